@@ -1,0 +1,151 @@
+"""xchip.jit against jax.jit: pytrees, static arguments, caching, ahead-of-time stages, errors."""
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+import xchip
+from xchip.errors import ArgumentError, TargetError, UnsupportedOpError
+from xchip.ir import parse_graph, print_graph, verify
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng()
+
+
+def _close(got, want, rtol=1e-5, atol=1e-6):
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert np.asarray(g).dtype == np.asarray(w).dtype
+        np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64), rtol=rtol, atol=atol)
+
+
+def test_matches_jax_on_pytrees(rng):
+    def f(params, x):
+        h = jnp.tanh(x @ params["w"] + params["b"])
+        return {"out": h.sum(axis=-1), "aux": (h.max(), x.shape[0])}
+
+    params = {"w": rng.standard_normal((8, 5), np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    got = xchip.jit(f)(params, x)
+    want = jax.jit(f)(params, x)
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    _close(got, want)
+    assert isinstance(got["out"], jax.Array)
+
+
+def test_static_arguments_and_cache(rng):
+    calls = []
+
+    def f(x, n, *, mode="sum"):
+        calls.append(n)
+        y = x * n
+        return y.sum() if mode == "sum" else y.max()
+
+    xf = xchip.jit(f, static_argnums=1, static_argnames="mode")
+    x = rng.standard_normal(6).astype(np.float32)
+    _close(xf(x, 3), jax.jit(f, static_argnums=1)(x, 3))
+    _close(xf(x, 3, mode="max"), (x * 3).max())
+    traced_before = len(calls)
+    xf(rng.standard_normal(6).astype(np.float32), 3)       # same signature: no new trace
+    assert len(calls) == traced_before
+    xf(rng.standard_normal(7).astype(np.float32), 3)       # new shape: traced again
+    assert len(calls) == traced_before + 1
+
+
+def test_lower_and_compile_stages(rng):
+    def f(x, y):
+        return jnp.maximum(x @ y, 0.0)
+
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    lowered = xchip.jit(f).lower(x, y)
+    text = lowered.as_text()
+    assert "dot_general" in text and "maximum" in text
+    assert print_graph(verify(parse_graph(text))) == text
+    assert "stablehlo.dot_general" in lowered.stablehlo()
+    compiled = lowered.compile()
+    assert compiled.target == "cpu"
+    kinds = [k.kind for k in compiled.kernels]
+    assert "matmul" in kinds and "elementwise" in kinds
+    mm = next(k for k in compiled.kernels if k.kind == "matmul")
+    assert mm.flops == 2 * 4 * 8 * 2
+    assert mm.bytes == (4 * 8 + 8 * 2 + 4 * 2) * 4
+    assert str(mm.inputs[0]) == "f32[4,8]"
+    _close(compiled(x, y), f(x, y))
+
+
+def test_lower_with_shape_dtype_structs():
+    spec = jax.ShapeDtypeStruct((2, 3), jnp.bfloat16)
+    lowered = xchip.jit(lambda a: a * 2).lower(spec)
+    assert "bf16[2,3]" in lowered.as_text()
+
+
+def test_bf16_and_integer_programs(rng):
+    def f(a, i):
+        return (a * a + 1).astype(jnp.float32).sum(), (i * 3) // 2
+
+    a = rng.standard_normal((5, 4)).astype(ml_dtypes.bfloat16)
+    i = rng.integers(-100, 100, (7,), dtype=np.int32)
+    got, want = xchip.jit(f)(a, i), jax.jit(f)(a, i)
+    _close(got[0], want[0], rtol=1e-2)
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+
+
+def test_locations_point_at_user_lines(rng):
+    def f(x):
+        return jnp.sin(x)  # the line the IR must point at
+
+    lowered = xchip.jit(f).lower(np.ones(3, np.float32))
+    op = next(o for o in lowered.graph.walk() if o.name == "sine")
+    assert op.loc.file.endswith("test_api.py")
+    assert op.loc.line == f.__code__.co_firstlineno + 1
+
+
+def test_wrong_argument_shape_names_the_argument():
+    def f(x, weights):
+        return x @ weights
+
+    compiled = xchip.jit(f).lower(np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)).compile()
+    with pytest.raises(ArgumentError, match=r"argument 'weights'.*expected f32\[3,4\], got f32\[3,5\]"):
+        compiled(np.ones((2, 3), np.float32), np.ones((3, 5), np.float32))
+    with pytest.raises(ArgumentError, match=r"argument 'x'.*expected f32\[2,3\], got i8\[2,3\]"):
+        compiled(np.ones((2, 3), np.int8), np.ones((3, 4), np.float32))
+    with pytest.raises(ArgumentError, match="compiled for arguments"):
+        compiled(np.ones((2, 3), np.float32))
+
+
+def test_unknown_target():
+    with pytest.raises(TargetError, match="unknown target 'nope'.*cpu"):
+        xchip.jit(lambda x: x, target="nope")
+
+
+def test_unsupported_op_names_op_and_location():
+    def f(x):
+        return jnp.fft.fft(x)
+
+    with pytest.raises(UnsupportedOpError) as info:
+        xchip.jit(f).lower(np.ones(8, np.complex64))
+    assert "fft" in str(info.value)
+    assert "test_api.py" in str(info.value)
+
+
+def test_inside_jax_transformations_is_refused_clearly():
+    xf = xchip.jit(lambda x: x * 2)
+    with pytest.raises(xchip.errors.XchipError, match="tracer"):
+        jax.jit(xf)(np.ones(3, np.float32))
+
+
+def test_import_stablehlo_and_run(rng):
+    def f(x):
+        return jnp.cumsum(x) * 2
+
+    x = rng.standard_normal(10).astype(np.float32)
+    text = jax.jit(f).trace(x).lower(lowering_platforms=("xchip",)).as_text()
+    graph = xchip.import_stablehlo(text)
+    (got,) = xchip.run(graph, x)
+    np.testing.assert_allclose(got, np.asarray(jax.jit(f)(x)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ArgumentError):
+        xchip.run(graph, x[:5])

@@ -1,0 +1,198 @@
+"""The public API: `xchip.jit` (mirrors `jax.jit`), `import_stablehlo`, `run`.
+
+This module and the CLI are the only places that wire the pipeline's stages together:
+trace (frontend) -> import (frontend) -> verify (IR) -> run on the target. Until the
+backends arrive every target runs on the reference executor, and says so.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from .errors import ArgumentError, TargetError, XchipError
+from .frontend.stablehlo_import import import_stablehlo
+from .frontend.tracing import TracedProgram, trace
+from .ir import Graph, dtypes, print_graph
+from .kernels import KernelRecord, kernels_per_op
+from .runtime import reference
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    name: str
+    backend: str        # what runs the kernels
+    level: str          # verification level of results on this target (docs/verification.md)
+
+
+# The targets xchip can run today. Chip descriptors (A800, H20, Ascend, ...) and real
+# backends replace this table as they land; until then the host CPU runs every program on
+# the numpy reference executor, and its results are checked against jax.jit.
+TARGETS = {"cpu": TargetInfo("cpu", "reference", "executed")}
+
+
+def target_info(target: str) -> TargetInfo:
+    try:
+        return TARGETS[target]
+    except KeyError:
+        raise TargetError(f"unknown target '{target}'; available: {', '.join(sorted(TARGETS))}") from None
+
+
+def run(graph: Graph, *arrays, target: str = "cpu") -> list[np.ndarray]:
+    """Run an xchip graph on `target` with numpy (or array-like) inputs."""
+    target_info(target)
+    return reference.evaluate(graph, [np.asarray(a) for a in arrays])
+
+
+def _describe(shape, dtype) -> str:
+    try:
+        name = dtypes.from_numpy(dtype).name
+    except KeyError:
+        name = str(dtype)
+    return f"{name}[{','.join(str(s) for s in shape)}]"
+
+
+class Compiled:
+    """A program compiled for one target and one input signature. Call it with the
+    dynamic arguments (static ones were fixed at lowering, as with `jax.jit`)."""
+
+    def __init__(self, graph: Graph, traced: TracedProgram, target: str):
+        self.graph = graph
+        self.target = target
+        self._info = target_info(target)
+        self._traced = traced
+        self.kernels: list[KernelRecord] = kernels_per_op(graph, self._info.backend)
+
+    @property
+    def backend(self) -> str:
+        return self._info.backend
+
+    @property
+    def verification_level(self) -> str:
+        return self._info.level
+
+    def as_text(self) -> str:
+        return print_graph(self.graph)
+
+    def _flat_inputs(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
+        leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+        if tree != self._traced.in_tree:
+            raise ArgumentError(f"{self._traced.fun_name} was compiled for arguments {self._traced.in_tree}, "
+                                f"called with {tree}")
+        flat = []
+        for i, (leaf, aval, name) in enumerate(zip(leaves, self._traced.in_avals, self._traced.arg_names)):
+            _reject_tracer(leaf, name)
+            a = np.asarray(leaf)
+            expected = np.dtype(aval.dtype)
+            if a.shape != aval.shape:
+                raise ArgumentError(f"argument '{name}' (#{i}): expected {_describe(aval.shape, expected)}, "
+                                    f"got {_describe(a.shape, a.dtype)}")
+            if a.dtype != expected:
+                # Python scalars and JAX's x64 canonicalization (f64 -> f32 when x64 is off)
+                # convert silently in jax.jit too; anything else is a real mismatch.
+                canonical = np.dtype(jax.dtypes.canonicalize_dtype(a.dtype))
+                if not (aval.weak_type or canonical == expected):
+                    raise ArgumentError(f"argument '{name}' (#{i}): expected {_describe(aval.shape, expected)}, "
+                                        f"got {_describe(a.shape, a.dtype)}")
+                a = a.astype(expected)
+            flat.append(a)
+        return flat
+
+    def __call__(self, *args, **kwargs):
+        flat = self._flat_inputs(args, kwargs)
+        outputs = reference.evaluate(self.graph, flat)
+        return jax.tree_util.tree_unflatten(self._traced.out_tree, [jax.numpy.asarray(o) for o in outputs])
+
+
+class Lowered:
+    """A traced and imported program, before compilation."""
+
+    def __init__(self, traced: TracedProgram, graph: Graph, target: str):
+        self._traced = traced
+        self.graph = graph
+        self.target = target
+
+    def as_text(self) -> str:
+        """The program in xchip IR."""
+        return print_graph(self.graph)
+
+    def stablehlo(self) -> str:
+        """The StableHLO the program was imported from (with locations)."""
+        return self._traced.stablehlo
+
+    def compile(self) -> Compiled:
+        return Compiled(self.graph, self._traced, self.target)
+
+
+class XchipFunction:
+    """What `xchip.jit` returns: call it like the function, or `.lower(...)` it."""
+
+    def __init__(self, fn: Callable, *, target: str, static_argnums: Sequence[int],
+                 static_argnames: Sequence[str]):
+        target_info(target)
+        self.fn = fn
+        self.target = target
+        self.static_argnums = tuple(static_argnums)
+        self.static_argnames = tuple(static_argnames)
+        self._cache: dict[Any, Compiled] = {}
+        functools.update_wrapper(self, fn)
+
+    def _statics(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
+        n = len(args)
+        positions = {i % n for i in self.static_argnums if -n <= i < n}
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in positions)
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        static = (tuple((i, args[i]) for i in sorted(positions)),
+                  tuple(sorted((k, v) for k, v in kwargs.items() if k in self.static_argnames)))
+        try:
+            hash(static)
+        except TypeError as e:
+            raise ArgumentError(f"static arguments must be hashable: {e}") from None
+        return dyn_args, dyn_kwargs, static
+
+    def lower(self, *args, **kwargs) -> Lowered:
+        traced = trace(self.fn, args, kwargs, static_argnums=self.static_argnums,
+                       static_argnames=self.static_argnames)
+        graph = import_stablehlo(traced.stablehlo)  # verified by the importer
+        return Lowered(traced, graph, self.target)
+
+    def __call__(self, *args, **kwargs):
+        dyn_args, dyn_kwargs, static = self._statics(args, kwargs)
+        leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        signature = (static, tree, tuple(_aval_key(x) for x in leaves))
+        compiled = self._cache.get(signature)
+        if compiled is None:
+            compiled = self.lower(*args, **kwargs).compile()
+            self._cache[signature] = compiled
+        return compiled(*dyn_args, **dyn_kwargs)
+
+
+def _reject_tracer(x, name: str | None) -> None:
+    if isinstance(x, jax.core.Tracer):
+        who = f"argument '{name}'" if name else "an argument"
+        raise XchipError(f"{who} is a JAX tracer: calling an xchip function inside "
+                         "jax.jit/grad/vmap is not supported yet; call it on concrete arrays")
+
+
+def _aval_key(x) -> tuple:
+    _reject_tracer(x, None)
+    aval = jax.typeof(x)
+    return aval.shape, aval.dtype, aval.weak_type
+
+
+def jit(fn: Callable | None = None, *, target: str = "cpu", static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = ()) -> XchipFunction:
+    """Compile `fn` with xchip for `target`, like `jax.jit`: pytrees in and out, one
+    compilation per input signature, `.lower(*args).compile()` ahead of time."""
+    if isinstance(static_argnums, int):
+        static_argnums = (static_argnums,)
+    if isinstance(static_argnames, str):
+        static_argnames = (static_argnames,)
+    if fn is None:
+        return functools.partial(jit, target=target, static_argnums=static_argnums,
+                                 static_argnames=static_argnames)
+    return XchipFunction(fn, target=target, static_argnums=static_argnums, static_argnames=static_argnames)
