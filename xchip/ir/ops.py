@@ -398,6 +398,10 @@ def _infer_gather(op: Op):
     a = op.attrs
     _need(indices.dtype.is_integer, f"start_indices must be integers, not {indices.dtype}")
     _need(0 <= a["index_vector_dim"] <= indices.rank, "index_vector_dim out of range")
+    index_size = indices.shape[a["index_vector_dim"]] if a["index_vector_dim"] < indices.rank else 1
+    sim = a["start_index_map"]
+    _need(len(sim) == index_size and len(set(sim)) == len(sim) and all(0 <= d < operand.rank for d in sim),
+          f"start_index_map {list(sim)} must be {index_size} distinct dimensions of the operand")
     sizes = a["slice_sizes"]
     _need(len(sizes) == operand.rank, f"slice_sizes {list(sizes)} must have {operand.rank} entries")
     _need(all(0 <= s <= d for s, d in zip(sizes, operand.shape)), f"slice_sizes {list(sizes)} exceed {operand}")
@@ -409,7 +413,8 @@ def _infer_gather(op: Op):
     rank = len(batch) + len(offsets)
     offset_dims = a["offset_dims"]
     _need(len(offset_dims) == len(offsets), f"offset_dims {list(offset_dims)} must have {len(offsets)} entries")
-    _need(all(0 <= d < rank for d in offset_dims), f"offset_dims {list(offset_dims)} out of range")
+    _need(all(0 <= d < rank for d in offset_dims) and len(set(offset_dims)) == len(offset_dims),
+          f"offset_dims {list(offset_dims)} must be distinct dimensions of the result (rank {rank})")
     shape, bi, oi = [], iter(batch), iter(offsets)
     for d in range(rank):
         shape.append(next(oi) if d in offset_dims else next(bi))
@@ -458,6 +463,9 @@ def _infer_dot_general(op: Op):
     lb, rb = a["lhs_batching_dimensions"], a["rhs_batching_dimensions"]
     lc, rc = a["lhs_contracting_dimensions"], a["rhs_contracting_dimensions"]
     _need(len(lb) == len(rb) and len(lc) == len(rc), "batching/contracting dimension lists differ in length")
+    for side, b, c in (("lhs", lb, lc), ("rhs", rb, rc)):
+        _need(len(set(b) | set(c)) == len(b) + len(c),
+              f"{side} batching and contracting dimensions {list(b) + list(c)} must be distinct")
     for x, y in list(zip(lb, rb)) + list(zip(lc, rc)):
         _need(0 <= x < lhs.rank and 0 <= y < rhs.rank, "dimension out of range")
         _need(lhs.shape[x] == rhs.shape[y], f"lhs dimension {x} ({lhs.shape[x]}) != rhs dimension {y} ({rhs.shape[y]})")
@@ -497,8 +505,16 @@ def _infer_convolution(op: Op):
     a = op.attrs
     n = len(a["input_spatial_dimensions"])
     _need(lhs.rank == rhs.rank == n + 2, f"input and kernel must have rank {n + 2}")
+    for what, keys in (("input", ("input_batch_dimension", "input_feature_dimension", "input_spatial_dimensions")),
+                       ("kernel", ("kernel_input_feature_dimension", "kernel_output_feature_dimension",
+                                   "kernel_spatial_dimensions")),
+                       ("output", ("output_batch_dimension", "output_feature_dimension", "output_spatial_dimensions"))):
+        dims = [a[keys[0]], a[keys[1]], *a[keys[2]]]
+        _need(sorted(dims) == list(range(n + 2)), f"{what} dimension numbers {dims} must be a permutation of 0..{n + 1}")
     for k in ("window_strides", "lhs_dilation", "rhs_dilation", "window_reversal", "padding"):
         _need(len(a[k]) == n, f"{k} must have {n} entries")
+    for k in ("window_strides", "lhs_dilation", "rhs_dilation"):
+        _need(all(x >= 1 for x in a[k]), f"{k} {list(a[k])} must be positive")
     fgc, bgc = a["feature_group_count"], a["batch_group_count"]
     _need(fgc >= 1 and bgc >= 1 and (fgc == 1 or bgc == 1), "feature_group_count and batch_group_count must be >= 1, one of them 1")
     in_f = lhs.shape[a["input_feature_dimension"]]
@@ -555,6 +571,8 @@ def _split_inputs_inits(op: Op) -> tuple[list[TensorType], list[TensorType]]:
         _need(t.rank == 0, f"init value must be a scalar, not {t}")
     for t in inputs[1:]:
         _need(t.shape == inputs[0].shape, f"inputs differ in shape: {inputs[0]} and {t}")
+    for t, init in zip(inputs, inits):
+        _need(t.dtype == init.dtype, f"init value {init} does not match input dtype {t.dtype}")
     return inputs, inits
 
 
@@ -579,6 +597,8 @@ def _infer_reduce_window(op: Op):
     rank = inputs[0].rank
     for k in ("window_dimensions", "window_strides", "base_dilations", "window_dilations", "padding"):
         _need(len(a[k]) == rank, f"{k} must have {rank} entries")
+    for k in ("window_strides", "base_dilations", "window_dilations"):
+        _need(all(x >= 1 for x in a[k]), f"{k} {list(a[k])} must be positive")
     _check_region(op.regions[0], inits + inits, inits, "body")
     shape = [_window_out(inputs[0].shape[i], a["window_dimensions"][i], a["window_strides"][i],
                          a["padding"][i][0], a["padding"][i][1], a["base_dilations"][i],
@@ -640,6 +660,7 @@ def _infer_branches(op: Op, selector: DType | None):
     (t,) = _types(op)
     _need(t.rank == 0 and (t.dtype == selector if selector else t.dtype == dtypes.I32),
           f"selector must be a {(selector or dtypes.I32).name} scalar, not {t}")
+    _need(len(op.regions) >= 1, "needs at least one branch")
     outs = None
     for i, r in enumerate(op.regions):
         _check_region(r, [], outs, f"branch {i}")

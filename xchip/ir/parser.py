@@ -92,6 +92,18 @@ class _Parser:
             raise self.error(f"expected {what}")
         return self.next()
 
+    def string(self, tok: _Token) -> str:
+        try:
+            return json.loads(tok.text)
+        except ValueError as e:
+            raise self.error(f"malformed string ({e})", tok) from None
+
+    def integer(self, what: str) -> int:
+        tok = self.expect_kind("number", what)
+        if not re.fullmatch(r"-?\d+", tok.text):
+            raise self.error(f"expected {what}", tok)
+        return int(tok.text)
+
     # -- values --
     def define(self, name_tok: _Token, value: Value) -> None:
         scope = self.scopes[-1]
@@ -153,6 +165,8 @@ class _Parser:
         npdt = ty.dtype.numpy
         if self.tok.kind == "hex":
             tok = self.next()
+            if len(tok.text) % 2:
+                raise self.error("odd number of hex digits", tok)
             data = bytes.fromhex(tok.text[2:])
             if len(data) != ty.size * npdt.itemsize:
                 raise self.error(f"{len(data)} bytes do not fill {ty}", tok)
@@ -160,16 +174,21 @@ class _Parser:
         elif self.tok.kind == "number" or self.at("true") or self.at("false"):
             if ty.rank != 0:
                 raise self.error(f"a single literal only fills a scalar, not {ty}")
-            value = np.array(self.literal(ty.dtype.kind), dtype=np.float64 if ty.dtype.is_float else npdt)
+            value = np.array(self.in_range(self.literal(ty.dtype.kind), ty),
+                             dtype=np.float64 if ty.dtype.is_float else npdt)
             value = value.astype(npdt)
         elif self.accept("splat"):
-            value = np.full(ty.shape, self.literal(ty.dtype.kind), dtype=np.float64 if ty.dtype.is_float else None)
+            item = self.in_range(self.literal(ty.dtype.kind), ty)
+            try:
+                value = np.full(ty.shape, item, dtype=np.float64 if ty.dtype.is_float else None)
+            except (ValueError, MemoryError) as e:
+                raise self.error(f"cannot fill {ty} ({type(e).__name__})") from None
             value = value.astype(npdt)
         else:
             start = self.expect("[")
             items = []
             while not self.at("]"):
-                items.append(self.literal(ty.dtype.kind))
+                items.append(self.in_range(self.literal(ty.dtype.kind), ty))
                 if not self.accept(","):
                     break
             self.expect("]")
@@ -180,11 +199,19 @@ class _Parser:
         self.expect(">")
         return value
 
+    def in_range(self, item, ty: TensorType):
+        """An integer literal must fit the element type (numpy would raise OverflowError)."""
+        if ty.dtype.is_integer and not isinstance(item, bool):
+            info = np.iinfo(ty.dtype.numpy)
+            if not info.min <= item <= info.max:
+                raise self.error(f"{item} is out of range for {ty.dtype}", self.tokens[self.i - 1])
+        return item
+
     def attr_value(self):
         tok = self.tok
         if tok.kind == "string":
             self.next()
-            return json.loads(tok.text)
+            return self.string(tok)
         if tok.kind == "number":
             self.next()
             return int(tok.text) if re.fullmatch(r"-?\d+", tok.text) else float(tok.text)
@@ -225,13 +252,13 @@ class _Parser:
         self.expect("(")
         name = file = line = col = None
         if self.tok.kind == "string":
-            name = json.loads(self.next().text)
+            name = self.string(self.next())
         if self.accept("@"):
-            file = json.loads(self.expect_kind("string", "a file name").text)
+            file = self.string(self.expect_kind("string", "a file name"))
             if self.accept(":"):
-                line = int(self.expect_kind("number", "a line number").text)
+                line = self.integer("a line number")
                 if self.accept(":"):
-                    col = int(self.expect_kind("number", "a column number").text)
+                    col = self.integer("a column number")
         self.expect(")")
         return Location(file, line, col, name)
 
@@ -295,7 +322,10 @@ class _Parser:
 
     def graph(self) -> Graph:
         self.expect("func")
-        name = self.expect_kind("symbol", "a function name like @main").text[1:]
+        if self.accept("@"):
+            name = self.string(self.expect_kind("string", "a quoted function name"))
+        else:
+            name = self.expect_kind("symbol", "a function name like @main").text[1:]
         self.expect("(")
         names, types = [], []
         while not self.at(")"):
@@ -332,4 +362,8 @@ class _Parser:
 def parse_graph(text: str) -> Graph:
     """Parse xchip IR text. Raises ParseError with the line and column of the problem.
     The result is not verified; call `xchip.ir.verify` for that."""
-    return _Parser(text).graph()
+    parser = _Parser(text)
+    try:
+        return parser.graph()
+    except RecursionError:
+        raise parser.error("nesting too deep") from None

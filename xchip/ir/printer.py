@@ -19,6 +19,7 @@ the hex of their little-endian bytes otherwise.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from . import dtypes, ops
 from .graph import Graph, Location, Op, Region, Value
 
 LITERAL_LIMIT = 64
+_SYMBOL = re.compile(r"[A-Za-z0-9_.$-]+")  # graph names outside this print quoted: @"<lambda>"
 INDENT = "  "
 
 
@@ -58,7 +60,10 @@ def _literal_round_trips(flat: np.ndarray, kind: str) -> bool:
         return True
     if kind == "complex":
         return False
-    back = np.array([float(x) for x in flat.tolist()], dtype=np.float64).astype(flat.dtype)
+    # Compare what the parser will read back from the printed text (`repr` drops a NaN's
+    # sign and payload), not just the float64 value.
+    back = np.array([float(_scalar_literal(x, kind)) for x in flat.tolist()],
+                    dtype=np.float64).astype(flat.dtype)
     return back.tobytes() == flat.tobytes()
 
 
@@ -147,7 +152,8 @@ class _Printer:
     def graph(self, g: Graph) -> str:
         args = ", ".join(f"{self.name(a)}: {a.type}" for a in g.inputs)
         outs = ", ".join(str(t) for t in g.output_types)
-        self.lines.append(f"func @{g.name}({args}) -> ({outs}) {{")
+        name = g.name if _SYMBOL.fullmatch(g.name) else json.dumps(g.name)
+        self.lines.append(f"func @{name}({args}) -> ({outs}) {{")
         for op in g.body.ops:
             self.op(op, 1)
         self.lines.append("}")

@@ -55,7 +55,11 @@ class TensorType:
         name, dims = text[:-1].split("[", 1)
         dims = dims.strip()
         shape = tuple(int(d) for d in dims.split(",")) if dims else ()
-        return TensorType(shape, dtypes.get(name.strip()))
+        try:
+            dtype = dtypes.get(name.strip())
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+        return TensorType(shape, dtype)
 
 
 def scalar(dtype: DType | str) -> TensorType:
