@@ -104,6 +104,12 @@ def test_locations_point_at_user_lines(rng):
     assert op.loc.line == f.__code__.co_firstlineno + 1
 
 
+def test_no_location_points_into_xchip():
+    lowered = xchip.jit(lambda x: x * 2.0 + 1.0).lower(np.ones(3, np.float32))
+    files = {op.loc.file for op in lowered.graph.walk() if op.loc and op.loc.file}
+    assert files and all("xchip/frontend" not in f and "xchip/api" not in f for f in files), files
+
+
 def test_wrong_argument_shape_names_the_argument():
     def f(x, weights):
         return x @ weights

@@ -9,6 +9,7 @@ arguments and the graph inputs line up one to one.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -17,6 +18,21 @@ import jax
 from ..errors import ArgumentError, XchipError
 
 LOWERING_PLATFORM = "xchip"
+
+
+def _hide_xchip_frames() -> None:
+    """JAX attributes ops it creates outside user code (constants, the jit call) to the
+    nearest frame that is not JAX's own; without this that is xchip's tracing code, and
+    locations would point into xchip instead of at the user's call."""
+    try:
+        from jax._src import source_info_util
+    except ImportError:  # private module moved: locations get less precise, nothing breaks
+        return
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    source_info_util.register_exclusion(package)
+
+
+_hide_xchip_frames()
 
 
 @dataclass(frozen=True)
