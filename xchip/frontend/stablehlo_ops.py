@@ -82,14 +82,30 @@ def _handles(*names: str):
     return register
 
 
-def _plain(name: str):
+# Ops whose attributes carry over one to one, each read by the given reader.
+COPIED_ATTRS = {
+    "iota": {"iota_dimension": A.integer},
+    "reduce_precision": {"exponent_bits": A.integer, "mantissa_bits": A.integer},
+    "broadcast_in_dim": {"broadcast_dimensions": A.ints},
+    "transpose": {"permutation": A.ints},
+    "slice": {"start_indices": A.ints, "limit_indices": A.ints, "strides": A.ints},
+    "dynamic_slice": {"slice_sizes": A.ints},
+    "concatenate": {"dimension": A.integer},
+    "pad": {"edge_padding_low": A.ints, "edge_padding_high": A.ints, "interior_padding": A.ints},
+    "reverse": {"dimensions": A.ints},
+    **{n: {} for n in SAME_NAME_OPS},
+}
+
+
+def _copied(name: str, readers: dict):
     def convert(imp, op, args, loc):
-        return imp.emit(name, args, imp.result_types(op), loc=loc)
+        attrs = {k: read(A.get(op, k)) for k, read in readers.items()}
+        return imp.emit(name, args, imp.result_types(op), attrs, loc=loc)
     return convert
 
 
-for _n in SAME_NAME_OPS:
-    HANDLERS[f"stablehlo.{_n}"] = _plain(_n)
+for _n, _readers in COPIED_ATTRS.items():
+    HANDLERS[f"stablehlo.{_n}"] = _copied(_n, _readers)
 
 
 def _stablehlo():
@@ -118,12 +134,6 @@ def _constant(imp, op, args, loc):
     return imp.emit("constant", [], [rtype], {"value": value}, loc=loc)
 
 
-@_handles("stablehlo.iota")
-def _iota(imp, op, args, loc):
-    return imp.emit("iota", [], imp.result_types(op),
-                    {"iota_dimension": A.integer(A.get(op, "iota_dimension"))}, loc=loc)
-
-
 @_handles("stablehlo.compare")
 def _compare(imp, op, args, loc):
     shlo = _stablehlo()
@@ -131,19 +141,6 @@ def _compare(imp, op, args, loc):
     if A.has(op, "compare_type"):
         attrs["compare_type"] = A.enum_value(shlo.ComparisonTypeAttr, A.get(op, "compare_type"))
     return imp.emit("compare", args, imp.result_types(op), attrs, loc=loc)
-
-
-@_handles("stablehlo.reduce_precision")
-def _reduce_precision(imp, op, args, loc):
-    return imp.emit("reduce_precision", args, imp.result_types(op), {
-        "exponent_bits": A.integer(A.get(op, "exponent_bits")),
-        "mantissa_bits": A.integer(A.get(op, "mantissa_bits"))}, loc=loc)
-
-
-@_handles("stablehlo.broadcast_in_dim")
-def _broadcast_in_dim(imp, op, args, loc):
-    return imp.emit("broadcast_in_dim", args, imp.result_types(op),
-                    {"broadcast_dimensions": A.ints(A.get(op, "broadcast_dimensions"))}, loc=loc)
 
 
 @_handles("stablehlo.broadcast")
@@ -154,43 +151,6 @@ def _broadcast(imp, op, args, loc):
     lead = rtype.rank - rank
     return imp.emit("broadcast_in_dim", args, [rtype],
                     {"broadcast_dimensions": tuple(range(lead, lead + rank))}, loc=loc)
-
-
-@_handles("stablehlo.transpose")
-def _transpose(imp, op, args, loc):
-    return imp.emit("transpose", args, imp.result_types(op),
-                    {"permutation": A.ints(A.get(op, "permutation"))}, loc=loc)
-
-
-@_handles("stablehlo.slice")
-def _slice(imp, op, args, loc):
-    return imp.emit("slice", args, imp.result_types(op), {
-        k: A.ints(A.get(op, k)) for k in ("start_indices", "limit_indices", "strides")}, loc=loc)
-
-
-@_handles("stablehlo.dynamic_slice")
-def _dynamic_slice(imp, op, args, loc):
-    return imp.emit("dynamic_slice", args, imp.result_types(op),
-                    {"slice_sizes": A.ints(A.get(op, "slice_sizes"))}, loc=loc)
-
-
-@_handles("stablehlo.concatenate")
-def _concatenate(imp, op, args, loc):
-    return imp.emit("concatenate", args, imp.result_types(op),
-                    {"dimension": A.integer(A.get(op, "dimension"))}, loc=loc)
-
-
-@_handles("stablehlo.pad")
-def _pad(imp, op, args, loc):
-    return imp.emit("pad", args, imp.result_types(op), {
-        k: A.ints(A.get(op, k)) for k in ("edge_padding_low", "edge_padding_high", "interior_padding")},
-        loc=loc)
-
-
-@_handles("stablehlo.reverse")
-def _reverse(imp, op, args, loc):
-    return imp.emit("reverse", args, imp.result_types(op),
-                    {"dimensions": A.ints(A.get(op, "dimensions"))}, loc=loc)
 
 
 # --- gather / scatter -------------------------------------------------------------------------
