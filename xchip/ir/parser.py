@@ -13,7 +13,7 @@ from .graph import Graph, Location, Op, Region, Value
 from .types import TensorType
 
 _TOKEN = re.compile(r"""
-    (?P<ws>[ \t\r\n]+)
+    (?P<ws>[ \t\r\n]+|//[^\n]*)
   | (?P<string>"(?:[^"\\]|\\.)*")
   | (?P<hex>0x[0-9A-Fa-f]*)
   | (?P<number>-?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf\b|nan\b))

@@ -107,9 +107,10 @@ def _attr_order(op: Op) -> list[str]:
 
 
 class _Printer:
-    def __init__(self):
+    def __init__(self, annotations: dict[Op, str] | None = None):
         self.names: dict[Value, str] = {}
         self.lines: list[str] = []
+        self.annotations = annotations or {}
 
     def name(self, v: Value) -> str:
         if v not in self.names:
@@ -139,15 +140,17 @@ class _Printer:
             text += " {" + ", ".join(f"{k} = {format_attr(op.attrs[k])}" for k in _attr_order(op)) + "}"
         if op.name != "return":
             text += " : " + (", ".join(str(t) for t in op.result_types) if op.results else "()")
-        loc = format_location(op.loc)
+        tail = (f" {format_location(op.loc)}" if op.loc else "")
+        if op in self.annotations:
+            tail += f"  // {self.annotations[op]}"
         if not op.regions:
-            self.lines.append(text + (f" {loc}" if loc else ""))
+            self.lines.append(text + tail)
             return
         for i, r in enumerate(op.regions):
             self.lines.append(text + " {")
             self.region(r, depth + 1)
             text = pad + "},"
-        self.lines.append(pad + "}" + (f" {loc}" if loc else ""))
+        self.lines.append(pad + "}" + tail)
 
     def graph(self, g: Graph) -> str:
         args = ", ".join(f"{self.name(a)}: {a.type}" for a in g.inputs)
@@ -160,8 +163,10 @@ class _Printer:
         return "\n".join(self.lines) + "\n"
 
 
-def print_graph(graph: Graph) -> str:
-    return _Printer().graph(graph)
+def print_graph(graph: Graph, annotations: dict[Op, str] | None = None) -> str:
+    """The text of `graph`; `annotations` adds a `// comment` after the ops it names (the
+    parser skips comments)."""
+    return _Printer(annotations).graph(graph)
 
 
 def print_op(op: Op) -> str:
