@@ -60,14 +60,21 @@ class KernelGraph:
     groups: list[KernelGroup]      # in execution order
 
     def group_of(self, op: Op) -> KernelGroup | None:
+        """The first group holding `op` (fusion may copy cheap ops, such as broadcasts,
+        into several groups)."""
         for g in self.groups:
             if any(o is op for o in g.ops):
                 return g
         return None
 
     def annotations(self) -> dict[Op, str]:
-        """`op -> "group 3: matmul"` for printing the graph with its groups visible."""
-        return {op: f"{g.name}" for g in self.groups for op in g.ops}
+        """`op -> "matmul_3"` for printing the graph with its groups visible; an op in
+        several groups names them all (`"matmul_1, matmul_4"`)."""
+        out: dict[Op, str] = {}
+        for g in self.groups:
+            for op in g.ops:
+                out[op] = f"{out[op]}, {g.name}" if op in out else g.name
+        return out
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
