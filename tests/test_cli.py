@@ -19,7 +19,7 @@ def test_compile_prints_ir_and_kernels(capsys):
     assert "func @main(%0: f32[4,24], %1: f32[24,64], %2: f32[64])" in out
     assert "dot_general" in out and "matmul" in out
     assert "verification level: executed" in out
-    assert "kernels," in out
+    assert "1 kernels (1 matmul)" in out and "memory:" in out
 
 
 def test_compile_run_compares_with_jax(capsys):
@@ -40,6 +40,24 @@ def test_compile_run_compares_with_jax(capsys):
 def test_errors_are_clear(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_pass_stats_print_after_and_estimates_on_several_targets(capsys):
+    argv = ["compile", MODEL, "--args", ARGS, "-q", "--pass-stats", "--print-after", "fuse",
+            "--target", "cpu,h20,a800", "--estimate", "--run", "--seed", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "// IR after fuse" in out and "// matmul_0" in out
+    assert "fuse" in out and "total" in out and "ms" in out
+    for target in ("cpu", "h20", "a800"):
+        assert f"target {target}:" in out
+    assert "run: skipped on h20" in out and "output 0: ok" in out
+    assert "modeled" in out.lower()
+
+
+def test_unknown_pass_and_level(capsys):
+    assert main(["compile", MODEL, "--args", ARGS, "--print-after", "nope"]) == 2
+    assert "unknown pass(es) nope" in capsys.readouterr().err
 
 
 def test_module_reference_from_the_working_directory(capsys, monkeypatch):

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from xchip.conformance import expect_almost_eq, expect_close, expect_eq, run_directory, summary_line
 
@@ -16,10 +17,11 @@ CONFORMANCE = ROOT / "tests" / "conformance" / "stablehlo"
 BASELINE = json.loads((ROOT / "tests" / "conformance_baseline.json").read_text())
 
 
-def test_conformance_set_does_not_regress(tmp_path):
+@pytest.mark.parametrize("level", ["none", "O2"])
+def test_conformance_set_does_not_regress(tmp_path, level):
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-m", "xchip.conformance", str(CONFORMANCE), "--json", str(out),
-                           "--jobs", "2"], capture_output=True, text=True, timeout=1800)
+                           "--jobs", "2", "-O", level], capture_output=True, text=True, timeout=1800)
     summary = json.loads(out.read_text())["summary"]
     last = proc.stdout.strip().splitlines()[-1]
     assert last == f"{summary['passed']} passed, {summary['failed']} failed, {summary['unsupported']} unsupported"
@@ -61,6 +63,7 @@ def test_runner_reports_each_kind_of_outcome_and_survives_hangs(tmp_path):
     %w = stablehlo.while(%it = %c) : tensor<i1>
       cond { stablehlo.return %it : tensor<i1> }
       do { stablehlo.return %it : tensor<i1> }
+    stablehlo.custom_call @check.expect_eq(%w, %c) {has_side_effect = true} : (tensor<i1>, tensor<i1>) -> ()
     """
     _write(tmp_path, "e_hang.mlir", body=hang)
     results = {r.file: r for r in run_directory(tmp_path, jobs=2, timeout=8)}

@@ -7,6 +7,7 @@ import pytest
 
 from xchip.ir import Graph, Region, TensorType, ops
 from xchip.ir.kernel_graph import KernelGraph, KernelGroup
+from xchip.passes import PassOptions, optimize
 from xchip.targets import (LinkModel, collective_time, estimate_kernel, estimate_kernel_graph, format_estimate, get,
                            host, link_model)
 
@@ -225,7 +226,7 @@ def test_estimate_kernel_graph_and_its_table():
     out = body.append(ops.make("add", [dot.result, dot.result]))
     body.append(ops.make("return", [out.result], result_types=[]))
     graph = Graph("main", body)
-    per_op = estimate_kernel_graph(graph, "h20")
+    per_op = estimate_kernel_graph(optimize(graph, PassOptions(level="O0")).kernel_graph, "h20")
     assert [k.group for k in per_op.kernels] == ["matmul_0", "elementwise_1"]
     assert [k.bound for k in per_op.kernels] == ["compute", "memory"]
     assert per_op.total_s == pytest.approx(sum(k.time_s for k in per_op.kernels)) and per_op.lower_bound

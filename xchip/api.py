@@ -1,8 +1,9 @@
 """The public API: `xchip.jit` (mirrors `jax.jit`), `import_stablehlo`, `run`.
 
 This module and the CLI are the only places that wire the pipeline's stages together:
-trace (frontend) -> import (frontend) -> verify (IR) -> run on the target. Until the
-backends arrive every target runs on the reference executor, and says so.
+trace (frontend) -> import (frontend) -> optimize (passes) -> run on the target. Until the
+backends arrive only the host CPU executes programs, on the reference executor; other
+targets compile to kernel graphs for the cost model, and say so when called.
 """
 
 from __future__ import annotations
@@ -18,34 +19,42 @@ from .errors import ArgumentError, TargetError, XchipError
 from .frontend.stablehlo_import import import_stablehlo
 from .frontend.tracing import TracedProgram, trace
 from .ir import Graph, dtypes, print_graph
-from .kernels import KernelRecord, kernels_per_op
+from .kernels import KernelRecord, kernel_records
+from .passes import PassOptions, PipelineResult, optimize
 from .runtime import reference
+from . import targets
 
 
-@dataclass(frozen=True)
-class TargetInfo:
-    name: str
-    backend: str        # what runs the kernels
-    level: str          # verification level of results on this target (docs/verification.md)
+HOST = "cpu"
 
 
-# The targets xchip can run today. Chip descriptors (A800, H20, Ascend, ...) and real
-# backends replace this table as they land; until then the host CPU runs every program on
-# the numpy reference executor, and its results are checked against jax.jit.
-TARGETS = {"cpu": TargetInfo("cpu", "reference", "executed")}
+def _runner(target: str) -> str:
+    """What executes kernels on `target` (a canonical name). Until the vendor backends land,
+    only the host runs programs, on the numpy reference executor; other targets compile to
+    kernel graphs that the cost model can estimate, and say so when called."""
+    return "reference" if target == HOST else "none"
 
 
-def target_info(target: str) -> TargetInfo:
-    try:
-        return TARGETS[target]
-    except KeyError:
-        raise TargetError(f"unknown target '{target}'; available: {', '.join(sorted(TARGETS))}") from None
+def _verification_level(target: str) -> str:
+    # The host's level is known without detecting and measuring it (which `get` would do).
+    return "executed" if target == HOST else targets.get(target).verification_level
+
+
+def target_capabilities(target: str):
+    return targets.capabilities_of(target)
 
 
 def run(graph: Graph, *arrays, target: str = "cpu") -> list[np.ndarray]:
     """Run an xchip graph on `target` with numpy (or array-like) inputs."""
-    target_info(target)
+    _check_runs(targets.resolve_name(target))
     return reference.evaluate(graph, [np.asarray(a) for a in arrays])
+
+
+def _check_runs(target: str) -> None:
+    if _runner(target) == "none":
+        raise TargetError(f"nothing executes on target '{target}' yet (verification level: "
+                          f"{_verification_level(target)}): run on target 'cpu', or estimate with the cost model "
+                          f"(`xchip compile ... --target {target} --estimate`)")
 
 
 def _describe(shape, dtype) -> str:
@@ -60,23 +69,30 @@ class Compiled:
     """A program compiled for one target and one input signature. Call it with the
     dynamic arguments (static ones were fixed at lowering, as with `jax.jit`)."""
 
-    def __init__(self, graph: Graph, traced: TracedProgram, target: str):
-        self.graph = graph
+    def __init__(self, optimized: PipelineResult, traced: TracedProgram, target: str):
+        self.graph = optimized.graph
+        self.kernel_graph = optimized.kernel_graph
+        self.memory_plan = optimized.memory_plan
         self.target = target
-        self._info = target_info(target)
         self._traced = traced
-        self.kernels: list[KernelRecord] = kernels_per_op(graph, self._info.backend)
+        self.kernels: list[KernelRecord] = kernel_records(self.kernel_graph, self.runner)
 
     @property
-    def backend(self) -> str:
-        return self._info.backend
+    def runner(self) -> str:
+        """What executes the kernels: "reference" (the numpy executor) or "none"."""
+        return _runner(self.target)
 
     @property
     def verification_level(self) -> str:
-        return self._info.level
+        return _verification_level(self.target)
+
+    def estimate(self, target: str | None = None):
+        """The cost model's (modeled, not measured) time for every kernel on `target`
+        (default: the compiled target)."""
+        return targets.estimate_kernel_graph(self.kernel_graph, target or self.target)
 
     def as_text(self) -> str:
-        return print_graph(self.graph)
+        return print_graph(self.graph, self.kernel_graph.annotations())
 
     def _flat_inputs(self, args: tuple, kwargs: dict) -> list[np.ndarray]:
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
@@ -103,41 +119,46 @@ class Compiled:
         return flat
 
     def __call__(self, *args, **kwargs):
+        _check_runs(self.target)
         flat = self._flat_inputs(args, kwargs)
         outputs = reference.evaluate(self.graph, flat)
         return jax.tree_util.tree_unflatten(self._traced.out_tree, [jax.numpy.asarray(o) for o in outputs])
 
 
 class Lowered:
-    """A traced and imported program, before compilation."""
+    """A traced, imported and optimized program, before code generation."""
 
-    def __init__(self, traced: TracedProgram, graph: Graph, target: str):
+    def __init__(self, traced: TracedProgram, optimized: PipelineResult, target: str):
         self._traced = traced
-        self.graph = graph
+        self._optimized = optimized
+        self.graph = optimized.graph
+        self.kernel_graph = optimized.kernel_graph
+        self.pass_stats = optimized.stats
+        self.notes = optimized.notes
         self.target = target
 
     def as_text(self) -> str:
-        """The program in xchip IR."""
-        return print_graph(self.graph)
+        """The optimized program in xchip IR, each op marked with its kernel group."""
+        return print_graph(self.graph, self.kernel_graph.annotations())
 
     def stablehlo(self) -> str:
         """The StableHLO the program was imported from (with locations)."""
         return self._traced.stablehlo
 
     def compile(self) -> Compiled:
-        return Compiled(self.graph, self._traced, self.target)
+        return Compiled(self._optimized, self._traced, self.target)
 
 
 class XchipFunction:
     """What `xchip.jit` returns: call it like the function, or `.lower(...)` it."""
 
     def __init__(self, fn: Callable, *, target: str, static_argnums: Sequence[int],
-                 static_argnames: Sequence[str]):
-        target_info(target)
+                 static_argnames: Sequence[str], options: PassOptions):
         self.fn = fn
-        self.target = target
+        self.target = targets.resolve_name(target)  # unknown names fail here, with the closest names
         self.static_argnums = tuple(static_argnums)
         self.static_argnames = tuple(static_argnames)
+        self.options = options
         self._cache: dict[Any, Compiled] = {}
         functools.update_wrapper(self, fn)
 
@@ -158,7 +179,7 @@ class XchipFunction:
         traced = trace(self.fn, args, kwargs, static_argnums=self.static_argnums,
                        static_argnames=self.static_argnames)
         graph = import_stablehlo(traced.stablehlo)  # verified by the importer
-        return Lowered(traced, graph, self.target)
+        return Lowered(traced, optimize(graph, self.options), self.target)
 
     def __call__(self, *args, **kwargs):
         dyn_args, dyn_kwargs, static = self._statics(args, kwargs)
@@ -185,14 +206,23 @@ def _aval_key(x) -> tuple:
 
 
 def jit(fn: Callable | None = None, *, target: str = "cpu", static_argnums: int | Sequence[int] = (),
-        static_argnames: str | Sequence[str] = ()) -> XchipFunction:
+        static_argnames: str | Sequence[str] = (), opt_level: str = "O2", fast_math: bool = False,
+        precision: str | None = None, debug: bool = False) -> XchipFunction:
     """Compile `fn` with xchip for `target`, like `jax.jit`: pytrees in and out, one
-    compilation per input signature, `.lower(*args).compile()` ahead of time."""
+    compilation per input signature, `.lower(*args).compile()` ahead of time.
+
+    `opt_level` picks the pass pipeline (O0-O3); `fast_math` allows rewrites that change
+    rounding; `precision="bf16"` (or "f16", "f8e4m3fn", ...) runs f32 matmuls and convolutions
+    in that dtype with f32 accumulation where the target has it, and fails where it has not;
+    `debug` verifies the IR after every pass."""
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
     if fn is None:
-        return functools.partial(jit, target=target, static_argnums=static_argnums,
-                                 static_argnames=static_argnames)
-    return XchipFunction(fn, target=target, static_argnums=static_argnums, static_argnames=static_argnames)
+        return functools.partial(jit, target=target, static_argnums=static_argnums, static_argnames=static_argnames,
+                                 opt_level=opt_level, fast_math=fast_math, precision=precision, debug=debug)
+    options = PassOptions(level=opt_level, fast_math=fast_math, precision=precision, debug=debug,
+                          capabilities=target_capabilities(target))
+    return XchipFunction(fn, target=target, static_argnums=static_argnums, static_argnames=static_argnames,
+                         options=options)

@@ -1,6 +1,7 @@
 """The `xchip` command line.
 
-    xchip compile FILE.py:NAME --args 'f32[64,256],bf16[256,512]' --target cpu [--run]
+    xchip compile FILE.py:NAME --args 'f32[64,256],bf16[256,512]' --target cpu[,h800,...] [--run] [--estimate]
+    xchip targets [show NAME | compare A B ...]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import XchipError
+from .targets.commands import register as register_targets_command
 
 
 def _module_from_file(path: Path):
@@ -68,20 +70,36 @@ def _cmd_compile(ns: argparse.Namespace) -> int:
     from .kernels import format_kernel_table
     from .numerics import compare
 
+    from .passes import PassOptions, format_stats
+    from .targets import format_estimate
+
     fn = load_function(ns.function)
     types = parse_args_spec(ns.args)
     specs = [jax.ShapeDtypeStruct(t.shape, t.dtype.numpy) for t in types]
     status = 0
     for target in ns.target.split(","):
-        info = api.target_info(target)
-        lowered = api.jit(fn, target=target).lower(*specs)
+        options = PassOptions(level=ns.opt_level, fast_math=ns.fast_math, precision=ns.precision, debug=ns.debug,
+                              print_after=tuple(ns.print_after), capabilities=api.target_capabilities(target))
+        lowered = api.XchipFunction(fn, target=target, static_argnums=(), static_argnames=(),
+                                    options=options).lower(*specs)
         compiled = lowered.compile()
         if not ns.quiet:
             print(lowered.as_text())
-        print(f"target {target}: kernels run on the {info.backend} backend "
-              f"(verification level: {info.level})")
+        if ns.pass_stats:
+            print(format_stats(lowered.pass_stats))
+        for note in lowered.notes:
+            print(f"note: {note}")
+        print(f"target {compiled.target}: kernels run on: {compiled.runner} "
+              f"(verification level: {compiled.verification_level})")
         print(format_kernel_table(compiled.kernels))
-        if ns.run:
+        plan = compiled.memory_plan
+        if plan is not None:
+            print(f"memory: {plan.summary()}")
+        if ns.estimate:
+            print(format_estimate(compiled.estimate()))
+        if ns.run and compiled.runner == "none":
+            print(f"run: skipped on {compiled.target}: nothing executes there yet (use --target cpu)")
+        elif ns.run:
             seed = ns.seed if ns.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
             inputs = random_arrays(types, np.random.default_rng(seed))
             got = jax.tree_util.tree_leaves(compiled(*inputs))
@@ -104,7 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--run", action="store_true", help="run on random inputs and compare with jax.jit")
     c.add_argument("--seed", type=int, help="seed for --run's random inputs (default: fresh)")
     c.add_argument("--quiet", "-q", action="store_true", help="do not print the IR")
+    c.add_argument("-O", dest="opt_level", default="O2", choices=["O0", "O1", "O2", "O3"],
+                   type=lambda s: s if s.startswith("O") else f"O{s}", help="optimization level (default O2)")
+    c.add_argument("--fast-math", action="store_true", help="allow rewrites that change rounding")
+    c.add_argument("--precision", help="run f32 matmuls/convs in this dtype (bf16, f16, f8e4m3fn, ...)")
+    c.add_argument("--pass-stats", action="store_true", help="print each pass's time and statistics")
+    c.add_argument("--print-after", action="append", default=[], metavar="PASS",
+                   help="print the IR after this pass (repeatable)")
+    c.add_argument("--debug", action="store_true", help="verify the IR after every pass")
+    c.add_argument("--estimate", action="store_true",
+                   help="print the cost model's (modeled) time per kernel on each target")
     c.set_defaults(handler=_cmd_compile)
+    register_targets_command(sub)
     return parser
 
 

@@ -1,7 +1,8 @@
 """Runs StableHLO conformance modules on xchip's reference executor.
 
-    python -m xchip.conformance DIR [--json FILE] [--jobs N] [--timeout SECONDS]
+    python -m xchip.conformance DIR [--json FILE] [--jobs N] [--timeout SECONDS] [-O LEVEL]
 
+Each program is optimized by xchip's pass pipeline (`-O`, default O2) before it runs.
 Every `.mlir` file in DIR has a `@main` without arguments that computes a value and checks
 it with `stablehlo.custom_call @check.<kind>(%actual, %expected)`:
 
@@ -94,11 +95,12 @@ _RULES = {"check.expect_eq": expect_eq, "check.expect_close": expect_close,
           "check.expect_almost_eq": expect_almost_eq}
 
 
-def check_file(path: str | Path) -> FileResult:
-    """Import, run and check one conformance module (in this process)."""
+def check_file(path: str | Path, opt_level: str | None = "O2") -> FileResult:
+    """Import, optimize (unless `opt_level` is None), run and check one conformance module
+    (in this process)."""
     from .errors import UnsupportedOpError, XchipError
     from .frontend.stablehlo_import import import_stablehlo
-    from .ir import verify
+    from .passes import PassOptions, optimize
     from .runtime.reference import evaluate
 
     path = Path(path)
@@ -121,7 +123,9 @@ def check_file(path: str | Path) -> FileResult:
         return apply
 
     try:
-        graph = verify(import_stablehlo(path.read_text(), allow_custom_calls=CHECKS))
+        graph = import_stablehlo(path.read_text(), allow_custom_calls=CHECKS)
+        if opt_level is not None:
+            graph = optimize(graph, PassOptions(level=opt_level)).graph
         evaluate(graph, [], custom_calls={k: handler(k) for k in CHECKS})
     except UnsupportedOpError as e:
         return FileResult(path.name, "unsupported", f"unsupported: {e.op} ({e})", time.perf_counter() - start)
@@ -140,19 +144,18 @@ def check_file(path: str | Path) -> FileResult:
 
 # --- workers ------------------------------------------------------------------------------
 
-def _worker(conn) -> None:
+def _worker(conn, opt_level: str | None) -> None:
     while True:
         path = conn.recv()
         if path is None:
             return
-        conn.send(asdict(check_file(path)))
+        conn.send(asdict(check_file(path, opt_level)))
 
 
 class _Worker:
-    def __init__(self, ctx):
-        self.ctx = ctx
+    def __init__(self, ctx, opt_level: str | None):
         self.parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, opt_level), daemon=True)
         self.proc.start()
         child.close()
         self.path: Path | None = None
@@ -173,14 +176,15 @@ class _Worker:
 
 
 def run_directory(directory: str | Path, *, jobs: int | None = None, timeout: float = 120.0,
-                  progress=None) -> list[FileResult]:
-    """Check every `.mlir` file in `directory` in `jobs` worker processes."""
+                  opt_level: str | None = "O2", progress=None) -> list[FileResult]:
+    """Check every `.mlir` file in `directory` in `jobs` worker processes, each program
+    optimized at `opt_level` first (None: run the imported graph as it is)."""
     files = sorted(Path(directory).glob("*.mlir"))
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(files) or 1))
     ctx = mp.get_context("spawn")
     pending = list(reversed(files))
     results: list[FileResult] = []
-    workers = [_Worker(ctx) for _ in range(jobs)]
+    workers = [_Worker(ctx, opt_level) for _ in range(jobs)]
     try:
         for w in workers:
             if pending:
@@ -204,7 +208,7 @@ def run_directory(directory: str | Path, *, jobs: int | None = None, timeout: fl
                            else f"timed out after {timeout:.0f} s")
                     result = FileResult(w.path.name, "failed", why, time.perf_counter() - w.started)
                     w.proc.kill()
-                    w = workers[i] = _Worker(ctx)
+                    w = workers[i] = _Worker(ctx, opt_level)
                 results.append(result)
                 if progress:
                     progress(len(results), len(files), result)
@@ -233,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write every file's result to this JSON file")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: CPU count)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per file")
+    parser.add_argument("-O", "--opt-level", default="O2", choices=["none", "O0", "O1", "O2", "O3"],
+                        help="optimize each program at this level before running it (default O2; "
+                             "none runs the imported graph as it is)")
     ns = parser.parse_args(argv)
     if not Path(ns.directory).is_dir():
         print(f"not a directory: {ns.directory}", file=sys.stderr)
@@ -247,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\r[{done}/{total}]", end="", file=sys.stderr, flush=True)
 
     start = time.perf_counter()
-    results = run_directory(ns.directory, jobs=ns.jobs, timeout=ns.timeout, progress=progress)
+    results = run_directory(ns.directory, jobs=ns.jobs, timeout=ns.timeout,
+                            opt_level=None if ns.opt_level == "none" else ns.opt_level, progress=progress)
     if tty:
         print("\r", end="", file=sys.stderr)
     if ns.json:

@@ -1,76 +1,70 @@
-"""Kernel records: what a compiled program runs, one record per kernel.
-
-Until graph fusion exists every top-level op is its own kernel; a kernel's kind is the
-kind of kernel group it will belong to (matmul, conv, reduction, elementwise, opaque).
-"""
+"""Kernel records: what a compiled program runs, one record per kernel group."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .ir import Graph, Location, Op, TensorType, ops
-
-_KIND_OF_CATEGORY = {
-    "matmul": "matmul",
-    "conv": "conv",
-    "reduction": "reduction",
-    "elementwise": "elementwise",
-    "shape": "elementwise",
-    "data": "opaque",
-    "control": "opaque",
-    "meta": "opaque",
-}
+from .ir import Location, TensorType
+from .ir.kernel_graph import KernelGraph
 
 
 @dataclass(frozen=True)
 class KernelRecord:
-    kind: str                       # matmul | conv | reduction | elementwise | opaque
-    ops: tuple[str, ...]            # the IR ops it computes
-    inputs: tuple[TensorType, ...]
-    outputs: tuple[TensorType, ...]
+    name: str                       # "matmul_3"
+    kind: str                       # matmul | conv | reduction | elementwise | attention | opaque
+    ops: tuple[str, ...]            # the IR ops it computes, in order
+    inputs: tuple[TensorType, ...]  # read from memory
+    outputs: tuple[TensorType, ...] # written to memory
     flops: int
     bytes: int                      # bytes read and written, each input and output once
-    backend: str                    # what runs it: "reference" (numpy executor), ...
-    loc: Location | None = None
+    backend: str                    # what runs it: "reference" (numpy executor) or "none"
+    pattern: str = ""               # what fusion recognized: softmax, layernorm, gelu_erf, ...
+    loc: Location | None = None     # where its main op came from
 
     def __str__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
         outs = ", ".join(map(str, self.outputs))
-        return f"{self.kind} {'+'.join(self.ops)} ({ins}) -> ({outs})"
+        return f"{self.name} ({ins}) -> ({outs})"
 
 
-def kernel_kind(op: Op) -> str:
-    return _KIND_OF_CATEGORY.get(ops.SPECS[op.name].category, "opaque")
-
-
-def _op_flops(op: Op) -> int:
-    """FLOPs of an op, including those of the ops in its regions once (a loop body's
-    trip count is not known statically)."""
-    return ops.flops(op) + sum(_op_flops(inner) for r in op.regions for inner in r.ops)
-
-
-def kernels_per_op(graph: Graph, backend: str) -> list[KernelRecord]:
+def kernel_records(kernel_graph: KernelGraph, backend: str) -> list[KernelRecord]:
     records = []
-    for op in graph.body.ops:
-        if ops.SPECS[op.name].category in ("constant",) or op.name == "return":
-            continue
-        ins = tuple(v.type for v in op.operands)
-        outs = tuple(op.result_types)
+    for g in kernel_graph.groups:
+        anchor = g.anchor or (g.ops[0] if g.ops else None)
         records.append(KernelRecord(
-            kind=kernel_kind(op), ops=(op.name,), inputs=ins, outputs=outs, flops=_op_flops(op),
-            bytes=sum(t.nbytes for t in ins + outs), backend=backend, loc=op.loc))
+            name=g.name, kind=g.kind, ops=tuple(g.op_names), inputs=tuple(v.type for v in g.inputs),
+            outputs=tuple(v.type for v in g.outputs), flops=g.flops, bytes=g.bytes, backend=backend,
+            pattern=str(g.info.get("pattern") or g.info.get("activation") or ""),
+            loc=anchor.loc if anchor is not None else None))
     return records
 
 
+def _ops_summary(ops: tuple[str, ...], limit: int = 6) -> str:
+    counts: dict[str, int] = {}
+    for name in ops:
+        if name != "constant":  # immediates folded into the kernel, not work
+            counts[name] = counts.get(name, 0) + 1
+    parts = [f"{n}x{c}" if c > 1 else n for n, c in counts.items()]
+    return ",".join(parts[:limit]) + (",..." if len(parts) > limit else "")
+
+
+def _types_summary(types: tuple[TensorType, ...], limit: int = 3) -> str:
+    text = ", ".join(map(str, types[:limit]))
+    return text + (f", +{len(types) - limit}" if len(types) > limit else "")
+
+
 def format_kernel_table(records: list[KernelRecord]) -> str:
-    rows = [("#", "kind", "ops", "inputs", "outputs", "MFLOP", "KiB", "backend", "source")]
+    rows = [("#", "kernel", "pattern", "ops", "inputs", "outputs", "MFLOP", "KiB", "runs on", "source")]
     for i, k in enumerate(records):
-        rows.append((str(i), k.kind, "+".join(k.ops), ", ".join(map(str, k.inputs)),
-                     ", ".join(map(str, k.outputs)), f"{k.flops / 1e6:.3f}", f"{k.bytes / 1024:.1f}",
-                     k.backend, str(k.loc) if k.loc else ""))
+        rows.append((str(i), k.name, k.pattern, _ops_summary(k.ops), _types_summary(k.inputs),
+                     _types_summary(k.outputs), f"{k.flops / 1e6:.3f}", f"{k.bytes / 1024:.1f}", k.backend,
+                     str(k.loc) if k.loc else ""))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-    total_flops = sum(k.flops for k in records)
-    total_bytes = sum(k.bytes for k in records)
-    lines.append(f"{len(records)} kernels, {total_flops / 1e6:.3f} MFLOP, {total_bytes / 1024:.1f} KiB moved")
+    kinds: dict[str, int] = {}
+    for k in records:
+        kinds[k.kind] = kinds.get(k.kind, 0) + 1
+    lines.append(f"{len(records)} kernels ({', '.join(f'{n} {k}' for k, n in kinds.items())}), "
+                 f"{sum(k.flops for k in records) / 1e6:.3f} MFLOP, "
+                 f"{sum(k.bytes for k in records) / 1024:.1f} KiB moved")
     return "\n".join(lines)

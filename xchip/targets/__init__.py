@@ -14,7 +14,7 @@ from .capabilities import HOST_REFERENCE, Capabilities
 from .collectives import CollectiveEstimate, LinkModel, collective_time, link_model
 from .cost_model import KernelEstimate, estimate_kernel, work_classes
 from .descriptor import PEAK_KEYS, VERIFICATION_LEVELS, Target
-from .estimate import ModelEstimate, estimate_kernel_graph, format_estimate, per_op_kernel_graph
+from .estimate import ModelEstimate, estimate_kernel_graph, format_estimate
 from .loader import DescriptorError, names, resolve_name
 from .quantity import Link, Quantity
 from .registry import all_targets, capabilities_of, get
@@ -23,5 +23,5 @@ __all__ = [
     "Capabilities", "CollectiveEstimate", "DescriptorError", "HOST_REFERENCE", "KernelEstimate", "Link",
     "LinkModel", "ModelEstimate", "PEAK_KEYS", "Quantity", "Target", "VERIFICATION_LEVELS", "all_targets",
     "capabilities_of", "collective_time", "estimate_kernel", "estimate_kernel_graph", "format_estimate", "get",
-    "link_model", "names", "per_op_kernel_graph", "resolve_name", "work_classes",
+    "link_model", "names", "resolve_name", "work_classes",
 ]

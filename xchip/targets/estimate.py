@@ -6,14 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..ir import Graph, ops
 from ..ir.kernel_graph import KernelGraph, KernelGroup
 from .cost_model import KernelEstimate, estimate_kernel
 from .descriptor import Target
 from .registry import get
-
-_KIND_OF_CATEGORY = {"matmul": "matmul", "conv": "conv", "reduction": "reduction", "elementwise": "elementwise",
-                     "shape": "elementwise"}
 
 
 @dataclass
@@ -51,19 +47,6 @@ class ModelEstimate:
         return out
 
 
-def per_op_kernel_graph(graph: Graph) -> KernelGraph:
-    """One group per top-level op (constants and the return excluded), for estimating a
-    graph before fusion has grouped it."""
-    groups = []
-    for op in graph.body.ops:
-        spec = ops.SPECS.get(op.name)
-        if op.name == "return" or spec is None or spec.category == "constant":
-            continue
-        kind = _KIND_OF_CATEGORY.get(spec.category, "opaque")
-        groups.append(KernelGroup(len(groups), kind, [op], list(op.operands), list(op.results), anchor=op))
-    return KernelGraph(graph, groups)
-
-
 def _config_for(group: KernelGroup, configs: Mapping | None) -> Mapping | None:
     if not configs:
         return None
@@ -73,14 +56,13 @@ def _config_for(group: KernelGroup, configs: Mapping | None) -> Mapping | None:
     return None
 
 
-def estimate_kernel_graph(kernel_graph: KernelGraph | Graph, target: str | Target,
+def estimate_kernel_graph(kernel_graph: KernelGraph, target: str | Target,
                           configs: Mapping | None = None) -> ModelEstimate:
     """Modeled time of every kernel group on `target`. `configs` maps a group's id or name to
     its tile config (`tile_m`, `tile_n`, `tile_k`, `stages`, `num_warps`, ...); groups without
-    one are modeled with ideal tiling. A plain `Graph` is estimated one op per kernel."""
+    one are modeled with ideal tiling. (An unfused graph is `optimize(graph, level="O0")`: one
+    kernel per op.)"""
     target = get(target)
-    if isinstance(kernel_graph, Graph):
-        kernel_graph = per_op_kernel_graph(kernel_graph)
     kernels = [estimate_kernel(g, target, _config_for(g, configs)) for g in kernel_graph.groups]
     notes = list(dict.fromkeys(n for k in kernels for n in k.notes))
     return ModelEstimate(target.name, target.verification_level, kernels, notes)
