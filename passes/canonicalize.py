@@ -14,7 +14,8 @@
   zero along the dimension are dropped first);
 - broadcast_in_dim, reshape, transpose, slice or reverse of a splat constant → a splat
   constant of the result shape when it has at most `fold_limit` elements, else a scalar
-  constant broadcast to that shape.
+  constant broadcast to that shape; a splat constant over `fold_limit` elements → a scalar
+  constant broadcast to its shape.
 
 Statistics: merged_broadcasts, merged_reshapes, merged_transposes, transposed_broadcasts,
 merged_converts, removed_noops, dropped_empty_operands, splat_constants, splat_broadcasts.
@@ -107,6 +108,21 @@ class _Canonicalizer(Rewriter):
         return op.operands[0]
 
     # -- rules --
+    def rule_constant(self, op: Op):
+        """A splat constant over the limit becomes a scalar broadcast: later passes then
+        see a splat without scanning the whole array again and again."""
+        value = op.attrs["value"]
+        if value.size <= self.fold_limit or value.ndim == 0:
+            return None
+        scalar = splat_scalar(value)
+        if scalar is None:
+            return None
+        new_ops = splat_ops(scalar, op.result.type, self.fold_limit, op.loc)
+        self.count("splat_broadcasts")
+        for new in new_ops:
+            self.insert(new, revisit=False)
+        return new_ops[-1].result
+
     def rule_broadcast_in_dim(self, op: Op):
         x = op.operands[0]
         dims = op.attrs["broadcast_dimensions"]

@@ -266,3 +266,14 @@ def test_non_splat_constants_are_not_touched():
     c = b.constant(np.array([0.0, -0.0], np.float32))
     g = b.graph(b.op("broadcast_in_dim", c, result_type=TensorType((3, 2), F32), broadcast_dimensions=(1,)))
     assert canonicalized(g) == {}
+
+
+def test_large_splat_constant_becomes_a_scalar_broadcast():
+    b = Builder(TensorType((64, 2048), dtypes.F32))
+    x = b.inputs[0]
+    big = b.constant(np.full((64, 2048), 1.5, np.float32))
+    graph = b.graph(b.op("add", x, big))
+    before, stats = apply(graph, ["canonicalize", "dce"])
+    assert op_names(graph) == ["constant", "broadcast_in_dim", "add", "return"]
+    assert graph.body.ops[0].attrs["value"].shape == ()
+    assert_equivalent(before, graph)

@@ -67,11 +67,15 @@ def _cmd_compile(ns: argparse.Namespace) -> int:
 
     from . import api
     from .argspec import parse_args_spec, random_arrays
+    from .frontend.tracing import hide_frames_of
     from .kernels import format_kernel_table
     from .numerics import compare
 
     from .passes import PassOptions, format_stats
     from .targets import format_estimate
+
+    if sys.argv and sys.argv[0]:
+        hide_frames_of(os.path.abspath(sys.argv[0]))   # the `xchip` entry script is not user code
 
     fn = load_function(ns.function)
     types = parse_args_spec(ns.args)

@@ -20,19 +20,19 @@ from ..errors import ArgumentError, XchipError
 LOWERING_PLATFORM = "xchip"
 
 
-def _hide_xchip_frames() -> None:
+def hide_frames_of(path: str) -> None:
     """JAX attributes ops it creates outside user code (constants, the jit call) to the
-    nearest frame that is not JAX's own; without this that is xchip's tracing code, and
-    locations would point into xchip instead of at the user's call."""
+    nearest frame that is not JAX's own; without this that is xchip's tracing code (or the
+    `xchip` command's entry script), and locations would point into xchip instead of at
+    the user's call."""
     try:
         from jax._src import source_info_util
     except ImportError:  # private module moved: locations get less precise, nothing breaks
         return
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    source_info_util.register_exclusion(package)
+    source_info_util.register_exclusion(path)
 
 
-_hide_xchip_frames()
+hide_frames_of(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep)
 
 
 @dataclass(frozen=True)
