@@ -189,10 +189,18 @@ class _Interpreter:
         return known
 
     def run(self, region: Region, args: list[np.ndarray], parent: _Frame | None, batched: bool) -> list[np.ndarray]:
-        values = dict(zip(region.args, args))
-        frame = _Frame(values, parent)
+        frame = _Frame(dict(zip(region.args, args)), parent)
+        returned = self.run_ops(region.ops, frame, batched)
+        if returned is None:
+            raise ReferenceError("region does not end in 'return'")
+        return returned
+
+    def run_ops(self, op_list: Sequence[Op], frame: _Frame, batched: bool) -> list[np.ndarray] | None:
+        """Run ops in order, storing results in `frame`; the operands of a `return` if one
+        is reached, else None."""
+        values = frame.values
         ctx = Context(self, frame, batched)
-        for op in region.ops:
+        for op in op_list:
             if op.name == "return":
                 return [frame.get(v) for v in op.operands]
             handler = HANDLERS.get(op.name)
@@ -210,7 +218,7 @@ class _Interpreter:
                     raise ReferenceError(f"op {op.where()} produced {r.dtype}{list(r.shape)}, "
                                          f"declares {t}")
                 values[v] = r
-        raise ReferenceError("region does not end in 'return'")
+        return None
 
 
 def _check_arguments(graph: Graph, args: Sequence) -> list[np.ndarray]:
@@ -268,4 +276,15 @@ def evaluate_op(op: Op, args: Sequence[np.ndarray], *,
     return [np.array(r, copy=True) for r in results]
 
 
-__all__ = ["Context", "ReferenceError", "evaluate", "evaluate_op", "evaluate_region", "supported_ops"]
+def evaluate_ops(op_list: Sequence[Op], env: Mapping[Value, np.ndarray], *,
+                 custom_calls: Mapping[str, CustomCall] | None = None) -> dict[Value, np.ndarray]:
+    """Run top-level ops in order (a kernel group a backend hands back); `env` gives every
+    value they read from outside the list. Returns the values of all their results."""
+    frame = _Frame({}, _Frame(dict(env), None))
+    with np.errstate(all="ignore"):
+        _Interpreter(custom_calls).run_ops(op_list, frame, False)
+    return frame.values
+
+
+__all__ = ["Context", "ReferenceError", "evaluate", "evaluate_op", "evaluate_ops", "evaluate_region",
+           "supported_ops"]
