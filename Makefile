@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.xchip-installed
 
-.PHONY: demo test test-all conformance clean
+.PHONY: demo test test-all test-arm64 arm64-toolchain conformance clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The slow suites too (marked `slow`), for running on purpose.
-test-all: $(STAMP)
+# The slow suites and the ARM64 ones too, for running on purpose.
+test-all: $(STAMP) arm64-toolchain
 	$(PY) -m pytest -q -m ''
+
+# ARM64 (Kunpeng 920): CPU-backend kernels cross-compiled for aarch64/tsv110 and run under
+# qemu-aarch64, checked against the reference executor.
+test-arm64: $(STAMP) arm64-toolchain
+	$(PY) -m pytest -q -m arm64
+
+ARM64_PACKAGES := qemu-user gcc-aarch64-linux-gnu
+arm64-toolchain:
+	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(ARM64_PACKAGES); }
 
 conformance: $(STAMP)
 	$(PY) -m xchip.conformance tests/conformance/stablehlo --json out/conformance.json

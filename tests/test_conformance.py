@@ -88,3 +88,33 @@ def test_check_rules():
     assert "differ" in expect_almost_eq(np.array([1.002]), np.array([1.0]))
     c = np.array([1 + 2j], np.complex64)
     assert "differ" in expect_close(c + np.complex64(0.01j), c)
+
+
+def _cpu_backend_run(tmp_path, files):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for f in files:
+        (folder / f.name).write_text(f.read_text())
+    return {r.file: r for r in run_directory(folder, jobs=2, timeout=600, opt_level="O0", executor="cpu")}
+
+
+def _assert_same_as_reference(results):
+    newly_failing = {f: r.detail for f, r in results.items()
+                     if r.status != "passed" and f not in BASELINE["known_failures"]}
+    assert not newly_failing, newly_failing
+    assert sum(r.compiled for r in results.values()) >= len(results)   # the op under test, at least
+    return {k: sum(getattr(r, k) for r in results.values()) for k in ("compiled", "opaque", "fallback")}
+
+
+def test_a_sample_through_the_cpu_backend(tmp_path):
+    """Every 60th file at O0 (one kernel per op, nothing folded away), compiled by TVM/LLVM."""
+    results = _cpu_backend_run(tmp_path, sorted(CONFORMANCE.glob("*.mlir"))[::60])
+    print(f"\nsample on the CPU backend: {_assert_same_as_reference(results)}")
+
+
+@pytest.mark.slow
+def test_whole_set_through_the_cpu_backend(tmp_path):
+    results = _cpu_backend_run(tmp_path, sorted(CONFORMANCE.glob("*.mlir")))
+    kernels = _assert_same_as_reference(results)
+    passed = sum(r.status == "passed" for r in results.values())
+    print(f"\nconformance on the CPU backend: {passed} passed of {len(results)}; kernels {kernels}")

@@ -1,8 +1,12 @@
-"""Runs StableHLO conformance modules on xchip's reference executor.
+"""Runs StableHLO conformance modules on xchip's reference executor or its CPU backend.
 
     python -m xchip.conformance DIR [--json FILE] [--jobs N] [--timeout SECONDS] [-O LEVEL]
+                                    [--executor reference|cpu]
 
-Each program is optimized by xchip's pass pipeline (`-O`, default O2) before it runs.
+Each program is optimized by xchip's pass pipeline (`-O`, default O2) before it runs. With
+`--executor cpu` its kernel groups are compiled by the CPU backend (TVM/LLVM) and only the
+groups it cannot lower run on the reference executor; each file's result counts both, and
+`-O O0` (one kernel per op, nothing folded away) exercises the backend the most.
 Every `.mlir` file in DIR has a `@main` without arguments that computes a value and checks
 it with `stablehlo.custom_call @check.<kind>(%actual, %expected)`:
 
@@ -41,6 +45,9 @@ class FileResult:
     status: str          # passed | failed | unsupported
     detail: str = ""
     seconds: float = 0.0
+    compiled: int = 0    # --executor cpu: kernels compiled by the backend
+    opaque: int = 0      # --executor cpu: opaque kernels (custom calls, while, sort, ...): reference executor
+    fallback: int = 0    # --executor cpu: other kernels the backend could not lower or build: reference executor
 
 
 # --- the checks ---------------------------------------------------------------------------
@@ -95,9 +102,9 @@ _RULES = {"check.expect_eq": expect_eq, "check.expect_close": expect_close,
           "check.expect_almost_eq": expect_almost_eq}
 
 
-def check_file(path: str | Path, opt_level: str | None = "O2") -> FileResult:
+def check_file(path: str | Path, opt_level: str | None = "O2", executor: str = "reference") -> FileResult:
     """Import, optimize (unless `opt_level` is None), run and check one conformance module
-    (in this process)."""
+    (in this process) on `executor` ("reference" or "cpu")."""
     from .errors import UnsupportedOpError, XchipError
     from .frontend.stablehlo_import import import_stablehlo
     from .passes import PassOptions, optimize
@@ -107,6 +114,7 @@ def check_file(path: str | Path, opt_level: str | None = "O2") -> FileResult:
     start = time.perf_counter()
     failures: list[str] = []
     ran = []
+    kernels = {"compiled": 0, "opaque": 0, "fallback": 0}
 
     def handler(kind):
         def apply(op, actual, expected):
@@ -124,9 +132,13 @@ def check_file(path: str | Path, opt_level: str | None = "O2") -> FileResult:
 
     try:
         graph = import_stablehlo(path.read_text(), allow_custom_calls=CHECKS)
-        if opt_level is not None:
-            graph = optimize(graph, PassOptions(level=opt_level)).graph
-        evaluate(graph, [], custom_calls={k: handler(k) for k in CHECKS})
+        custom_calls = {k: handler(k) for k in CHECKS}
+        if executor == "cpu":
+            kernels = _run_on_cpu_backend(graph, opt_level or "O0", custom_calls)
+        else:
+            if opt_level is not None:
+                graph = optimize(graph, PassOptions(level=opt_level)).graph
+            evaluate(graph, [], custom_calls=custom_calls)
     except UnsupportedOpError as e:
         return FileResult(path.name, "unsupported", f"unsupported: {e.op} ({e})", time.perf_counter() - start)
     except XchipError as e:
@@ -136,26 +148,43 @@ def check_file(path: str | Path, opt_level: str | None = "O2") -> FileResult:
                           time.perf_counter() - start)
     seconds = time.perf_counter() - start
     if failures:
-        return FileResult(path.name, "failed", "; ".join(failures), seconds)
+        return FileResult(path.name, "failed", "; ".join(failures), seconds, **kernels)
     if not ran:
-        return FileResult(path.name, "failed", "no check.* call ran", seconds)
-    return FileResult(path.name, "passed", "", seconds)
+        return FileResult(path.name, "failed", "no check.* call ran", seconds, **kernels)
+    return FileResult(path.name, "passed", "", seconds, **kernels)
+
+
+def _run_on_cpu_backend(graph, opt_level: str, custom_calls) -> dict[str, int]:
+    import warnings
+
+    from .backends.cpu import BACKEND_COMPILED, CpuProgram, FallbackWarning
+    from .passes import PassOptions, optimize
+    from .targets import get
+
+    result = optimize(graph, PassOptions(level=opt_level))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)   # counted per file instead
+        program = CpuProgram(result.kernel_graph, result.memory_plan, get("cpu"), custom_calls=custom_calls)
+    program([])
+    compiled = sum(k.backend == BACKEND_COMPILED for k in program.kernels)
+    opaque = sum(k.group.kind == "opaque" for k in program.kernels)
+    return {"compiled": compiled, "opaque": opaque, "fallback": len(program.kernels) - compiled - opaque}
 
 
 # --- workers ------------------------------------------------------------------------------
 
-def _worker(conn, opt_level: str | None) -> None:
+def _worker(conn, opt_level: str | None, executor: str) -> None:
     while True:
         path = conn.recv()
         if path is None:
             return
-        conn.send(asdict(check_file(path, opt_level)))
+        conn.send(asdict(check_file(path, opt_level, executor)))
 
 
 class _Worker:
-    def __init__(self, ctx, opt_level: str | None):
+    def __init__(self, ctx, opt_level: str | None, executor: str):
         self.parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, opt_level), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, opt_level, executor), daemon=True)
         self.proc.start()
         child.close()
         self.path: Path | None = None
@@ -176,15 +205,16 @@ class _Worker:
 
 
 def run_directory(directory: str | Path, *, jobs: int | None = None, timeout: float = 120.0,
-                  opt_level: str | None = "O2", progress=None) -> list[FileResult]:
+                  opt_level: str | None = "O2", executor: str = "reference", progress=None) -> list[FileResult]:
     """Check every `.mlir` file in `directory` in `jobs` worker processes, each program
-    optimized at `opt_level` first (None: run the imported graph as it is)."""
+    optimized at `opt_level` first (None: run the imported graph as it is) and run on
+    `executor` ("reference", or "cpu": the compiled CPU backend)."""
     files = sorted(Path(directory).glob("*.mlir"))
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(files) or 1))
     ctx = mp.get_context("spawn")
     pending = list(reversed(files))
     results: list[FileResult] = []
-    workers = [_Worker(ctx, opt_level) for _ in range(jobs)]
+    workers = [_Worker(ctx, opt_level, executor) for _ in range(jobs)]
     try:
         for w in workers:
             if pending:
@@ -208,7 +238,7 @@ def run_directory(directory: str | Path, *, jobs: int | None = None, timeout: fl
                            else f"timed out after {timeout:.0f} s")
                     result = FileResult(w.path.name, "failed", why, time.perf_counter() - w.started)
                     w.proc.kill()
-                    w = workers[i] = _Worker(ctx, opt_level)
+                    w = workers[i] = _Worker(ctx, opt_level, executor)
                 results.append(result)
                 if progress:
                     progress(len(results), len(files), result)
@@ -231,6 +261,12 @@ def summary_line(results: list[FileResult]) -> str:
     return f"{s['passed']} passed, {s['failed']} failed, {s['unsupported']} unsupported"
 
 
+def kernels_line(results: list[FileResult]) -> str:
+    compiled, opaque, fallback = (sum(getattr(r, k) for r in results) for k in ("compiled", "opaque", "fallback"))
+    return (f"kernels: {compiled} compiled by the CPU backend; on the reference executor {opaque} opaque "
+            f"and {fallback} the backend could not lower or build")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xchip.conformance", description=__doc__.split("\n\n")[0])
     parser.add_argument("directory")
@@ -240,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-O", "--opt-level", default="O2", choices=["none", "O0", "O1", "O2", "O3"],
                         help="optimize each program at this level before running it (default O2; "
                              "none runs the imported graph as it is)")
+    parser.add_argument("--executor", default="reference", choices=["reference", "cpu"],
+                        help="run on the numpy reference executor (default) or the compiled CPU backend")
     ns = parser.parse_args(argv)
     if not Path(ns.directory).is_dir():
         print(f"not a directory: {ns.directory}", file=sys.stderr)
@@ -255,13 +293,16 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     results = run_directory(ns.directory, jobs=ns.jobs, timeout=ns.timeout,
-                            opt_level=None if ns.opt_level == "none" else ns.opt_level, progress=progress)
+                            opt_level=None if ns.opt_level == "none" else ns.opt_level, executor=ns.executor,
+                            progress=progress)
     if tty:
         print("\r", end="", file=sys.stderr)
     if ns.json:
         Path(ns.json).write_text(json.dumps({
             "summary": {**summarize(results), "seconds": round(time.perf_counter() - start, 1)},
             "files": [asdict(r) for r in results]}, indent=1))
+    if ns.executor == "cpu":
+        print(kernels_line(results))
     print(summary_line(results))
     return 0 if all(r.status != "failed" for r in results) else 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from .ir import Location, TensorType
 from .ir.kernel_graph import KernelGraph
@@ -17,7 +18,7 @@ class KernelRecord:
     outputs: tuple[TensorType, ...] # written to memory
     flops: int
     bytes: int                      # bytes read and written, each input and output once
-    backend: str                    # what runs it: "reference" (numpy executor) or "none"
+    backend: str                    # what runs it: "tvm-llvm" (compiled), "reference" (numpy executor, a fallback) or "none"
     pattern: str = ""               # what fusion recognized: softmax, layernorm, gelu_erf, ...
     loc: Location | None = None     # where its main op came from
 
@@ -27,13 +28,14 @@ class KernelRecord:
         return f"{self.name} ({ins}) -> ({outs})"
 
 
-def kernel_records(kernel_graph: KernelGraph, backend: str) -> list[KernelRecord]:
+def kernel_records(kernel_graph: KernelGraph, backends: Mapping[str, str]) -> list[KernelRecord]:
+    """One record per group; `backends` maps each group's name to what runs it."""
     records = []
     for g in kernel_graph.groups:
         anchor = g.anchor or (g.ops[0] if g.ops else None)
         records.append(KernelRecord(
             name=g.name, kind=g.kind, ops=tuple(g.op_names), inputs=tuple(v.type for v in g.inputs),
-            outputs=tuple(v.type for v in g.outputs), flops=g.flops, bytes=g.bytes, backend=backend,
+            outputs=tuple(v.type for v in g.outputs), flops=g.flops, bytes=g.bytes, backend=backends[g.name],
             pattern=str(g.info.get("pattern") or g.info.get("activation") or ""),
             loc=anchor.loc if anchor is not None else None))
     return records

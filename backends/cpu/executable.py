@@ -1,0 +1,214 @@
+"""A program compiled for the host CPU: one compiled kernel per kernel group, run in order
+over buffers allocated once from the memory plan.
+
+Each group lowers to TensorIR, is scheduled (its tuned config, or the defaults) and built
+with LLVM into a cached shared object. A group the backend cannot lower (an `opaque` group,
+an op the lowering does not know) runs on the reference executor instead; the program
+warns once, listing those groups, and each kernel says which backend runs it.
+
+Per call, Python does little: the argument lists of every compiled kernel are bound at
+construction, and only the graph inputs (when not 64-byte aligned and contiguous, TVM's
+requirement) and the outputs (fresh arrays the caller keeps) change between calls.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from xchip.errors import XchipError
+from xchip.ir.graph import Value
+from xchip.ir.kernel_graph import KernelGraph, KernelGroup
+from xchip.runtime import reference
+
+from .module_cache import load_or_build
+
+BACKEND_COMPILED = "tvm-llvm"
+BACKEND_REFERENCE = "reference"
+ALIGNMENT = 64
+
+
+class FallbackWarning(UserWarning):
+    """Some kernel groups run on the reference executor instead of compiled code."""
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None = None) -> np.ndarray:
+    """An uninitialized array whose data starts on a 64-byte boundary (`nbytes`, when the
+    caller knows it, saves recomputing it on every call)."""
+    dtype = np.dtype(dtype)
+    if nbytes is None:
+        nbytes = dtype.itemsize * math.prod(shape)
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(a: np.ndarray) -> bool:
+    return a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0
+
+
+@dataclass
+class Kernel:
+    group: KernelGroup
+    backend: str                          # BACKEND_COMPILED or BACKEND_REFERENCE
+    params: list[Value]                   # compiled: the function's parameters, in order
+    fn: Callable | None = None            # compiled: the packed function
+    reason: str = ""                      # reference: why it was not compiled
+    config: Mapping | None = None         # compiled: the schedule config (None: defaults)
+    from_cache: bool = False
+    compile_s: float = 0.0
+
+
+def _device_view(a: np.ndarray):
+    """What a compiled kernel takes for array `a`: the array itself, except for dtypes
+    numpy cannot hand over through DLPack (bfloat16, float8), which travel as a TVM tensor
+    view with the right dtype over the same memory."""
+    if a.dtype.kind != "V" and a.dtype.type.__module__ == "numpy":
+        return a
+    import tvm
+    bits = np.dtype(a.dtype).itemsize * 8
+    raw = tvm.runtime.from_dlpack(a.view(f"uint{bits}"))
+    return raw._create_view(a.shape, dtype=_tvm_dtype(a.dtype))
+
+
+def _tvm_dtype(dtype: np.dtype) -> str:
+    name = np.dtype(dtype).name
+    return {"bfloat16": "bfloat16", "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2"}.get(name, name)
+
+
+class CpuProgram:
+    """Callable with the graph's inputs (numpy arrays of the exact types); returns its
+    outputs as fresh numpy arrays."""
+
+    def __init__(self, kernel_graph: KernelGraph, memory_plan, target, *,
+                 configs: Mapping[str, Mapping] | None = None,
+                 custom_calls: Mapping[str, Callable] | None = None,
+                 progress: Callable[[str], None] | None = None):
+        from .lower import LoweringError, build, llvm_target, lower_group, schedule_group
+
+        self.graph = kernel_graph.graph
+        self.target = target
+        self.custom_calls = dict(custom_calls or {})
+        self.kernels: list[Kernel] = []
+        configs = configs or {}
+        llvm = llvm_target(target)
+        for i, group in enumerate(kernel_graph.groups):
+            if progress:
+                progress(f"[{i + 1}/{len(kernel_graph.groups)}] {group.name}")
+            if group.kind == "opaque":
+                self.kernels.append(Kernel(group, BACKEND_REFERENCE, [], reason=_opaque_reason(group)))
+                continue
+            start = time.perf_counter()
+            try:
+                lowered = lower_group(group)
+                mod = schedule_group(lowered, configs.get(group.name), target,
+                                     use_matmul_schedule=not _slow_to_schedule(group))
+                lib, hit = load_or_build(mod, llvm, lambda m: build(m, target))
+            except LoweringError as e:
+                self.kernels.append(Kernel(group, BACKEND_REFERENCE, [], reason=str(e)))
+                continue
+            except Exception as e:  # noqa: BLE001 - TVM raises many kinds; a bug of ours, but the program still runs
+                first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                self.kernels.append(Kernel(group, BACKEND_REFERENCE, [],
+                                           reason=f"TVM could not schedule or build it ({type(e).__name__}: {first})"))
+                continue
+            self.kernels.append(Kernel(group, BACKEND_COMPILED, lowered.inputs + lowered.outputs,
+                                       lib[group.name], config=configs.get(group.name), from_cache=hit,
+                                       compile_s=time.perf_counter() - start))
+        fallback = [k for k in self.kernels if k.backend == BACKEND_REFERENCE]
+        if fallback:
+            listed = "; ".join(f"{k.group.name} ({k.reason})" for k in fallback)
+            warnings.warn(f"{len(fallback)} of {len(self.kernels)} kernel groups run on the reference executor, "
+                          f"not compiled code: {listed}", FallbackWarning, stacklevel=3)
+        self._bind(memory_plan)
+
+    # -- buffers ---------------------------------------------------------------------------
+
+    def _bind(self, plan) -> None:
+        """Allocate every temporary buffer of the plan once and give each value a view."""
+        graph = self.graph
+        self._returned = list(graph.outputs)
+        outputs = set(graph.outputs)
+        inputs = set(graph.inputs)
+        storage: dict[int, np.ndarray] = {}
+        self._static: dict[Value, np.ndarray] = {}
+        for value, buffer_id in plan.assignment.items():
+            if value in inputs or value in outputs:
+                continue   # per call: the caller's arrays, fresh result arrays
+            buffer = plan.buffers[buffer_id]
+            if buffer.role == "constant":
+                self._static[value] = _constant_array(value)
+                continue
+            if buffer_id not in storage:
+                storage[buffer_id] = aligned_empty((buffer.size,), np.uint8)
+            t = value.type
+            nbytes = t.nbytes
+            self._static[value] = storage[buffer_id][:nbytes].view(t.dtype.numpy).reshape(t.shape)
+        self._storage = storage
+        self._not_written = inputs | set(self._static)   # values no kernel writes per call
+        self._fresh = [(v, v.type.shape, v.type.dtype.numpy, v.type.nbytes)   # new result arrays per call
+                       for v in dict.fromkeys(self._returned) if v not in self._not_written]
+        self._static_views = {v: _device_view(a) for v, a in self._static.items()}
+
+    # -- running ---------------------------------------------------------------------------
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        graph = self.graph
+        arrays = dict(self._static)
+        views = dict(self._static_views)
+        for v, a in zip(graph.inputs, inputs):
+            if not is_aligned(a):
+                copy = aligned_empty(a.shape, a.dtype)
+                np.copyto(copy, a)
+                a = copy
+            arrays[v] = a
+            views[v] = _device_view(a)
+        for v, shape, dtype, nbytes in self._fresh:
+            a = aligned_empty(shape, dtype, nbytes)
+            arrays[v] = a
+            views[v] = _device_view(a)
+        for k in self.kernels:
+            if k.backend == BACKEND_COMPILED:
+                k.fn(*[views[p] for p in k.params])
+            else:
+                self._run_reference(k.group, arrays, self.custom_calls)
+        # A returned graph input or constant is returned as a copy: the caller owns results.
+        return [np.array(arrays[v]) if v in self._not_written else arrays[v] for v in self._returned]
+
+    @staticmethod
+    def _run_reference(group: KernelGroup, arrays: dict[Value, np.ndarray], custom_calls) -> None:
+        env = {v: arrays[v] for v in group.inputs}
+        results = reference.evaluate_ops(group.ops, env, custom_calls=custom_calls)
+        for v in group.outputs:
+            np.copyto(arrays[v], results[v])
+
+
+def _constant_array(value: Value) -> np.ndarray:
+    op = value.producer
+    if op is None or op.name != "constant":
+        raise XchipError(f"value {value} has a constant buffer but is not a constant")
+    data = np.asarray(op.attrs["value"], value.type.dtype.numpy).reshape(value.type.shape)
+    out = aligned_empty(data.shape, data.dtype)
+    np.copyto(out, data)
+    return out
+
+
+def _slow_to_schedule(group: KernelGroup) -> bool:
+    """Known problem: the packed GEMM schedule with a long f16/bf16 epilogue (the transformer's
+    bf16 tanh-GELU projection) runs for minutes inside TVM's scheduling, because the rounding
+    after every epilogue op is inlined into every use. Such groups take the simple matmul
+    schedule until that is fixed."""
+    if group.kind != "matmul" or not group.outputs:
+        return False
+    low = any(v.type.dtype.name in ("bf16", "f16") for v in group.outputs)
+    return low and group.info.get("epilogue_ops", 0) > 4
+
+
+def _opaque_reason(group: KernelGroup) -> str:
+    names = sorted({op.name for op in group.ops if op.name != "constant"})
+    return f"opaque group ({', '.join(names)})"

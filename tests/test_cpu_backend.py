@@ -1,0 +1,118 @@
+"""The compiled CPU backend as a whole: programs over the memory plan, the reference
+fallback (never silent), the on-disk kernel cache, and argument handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xchip
+from examples.registry import EXAMPLES
+from xchip.backends.cpu import BACKEND_COMPILED, BACKEND_REFERENCE, FallbackWarning
+from xchip.ir import Graph, Region, TensorType, ops
+from xchip.numerics import compare
+from xchip.runtime import reference
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng()
+
+
+def test_every_example_group_but_opaque_ones_is_compiled():
+    for name, ex in EXAMPLES.items():
+        args = ex.make_args(np.random.default_rng(0), "f32")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = xchip.jit(ex.fn).lower(*args).compile()
+        for k in compiled.kernels:
+            expected = BACKEND_REFERENCE if k.kind == "opaque" else BACKEND_COMPILED
+            assert k.backend == expected, f"{name}: {k.name} runs on {k.backend}"
+        opaque = [k.name for k in compiled.kernels if k.kind == "opaque"]
+        fallback = [w for w in caught if issubclass(w.category, FallbackWarning)]
+        if opaque:
+            assert len(fallback) == 1 and all(n in str(fallback[0].message) for n in opaque)
+        else:
+            assert not fallback
+
+
+def test_results_are_fresh_arrays_and_repeat_exactly(rng):
+    def f(x, w):
+        h = jnp.tanh(x @ w)
+        return h, h.sum(axis=1), x
+    x = rng.standard_normal((16, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 24)).astype(np.float32)
+    compiled = xchip.jit(f).lower(x, w).compile()
+    first = [np.array(o) for o in compiled(x, w)]
+    second = compiled(x, w)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    np.testing.assert_allclose(first[0], np.tanh(x.astype(np.float64) @ w), rtol=2e-5, atol=2e-6)
+    assert np.asarray(second[2]) is not x        # a returned input is the caller's own copy
+
+
+def test_unaligned_and_strided_inputs(rng):
+    f = xchip.jit(lambda x, y: x * 2.0 + y)
+    base = rng.standard_normal(1025).astype(np.float32)
+    x = base[1:].reshape(32, 32)                   # 4 bytes past an aligned start
+    y = rng.standard_normal((32, 64)).astype(np.float32)[:, ::2]   # not contiguous
+    np.testing.assert_array_equal(np.asarray(f(x, y)), x * np.float32(2.0) + y)
+
+
+def test_opaque_groups_run_on_the_reference_executor(rng):
+    def f(x, idx):
+        return jnp.sort(x, axis=-1)[idx] * 2.0
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    idx = np.array([3, 1], np.int32)
+    with pytest.warns(FallbackWarning, match="opaque"):
+        got = xchip.jit(f)(x, idx)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.jit(f)(x, idx)))
+
+
+def test_evaluate_ops_runs_a_group_given_its_inputs(rng):
+    body = Region([TensorType((3,), "f32")])
+    (x,) = body.args
+    e = body.append(ops.make("exponential", [x]))
+    n = body.append(ops.make("negate", [e.result]))
+    body.append(ops.make("return", [n.result], result_types=[]))
+    a = rng.standard_normal(3).astype(np.float32)
+    values = reference.evaluate_ops(body.ops[:2], {x: a})
+    np.testing.assert_array_equal(values[n.result], reference.evaluate(Graph("main", body), [a])[0])
+
+
+def test_second_process_compiles_nothing(tmp_path):
+    script = textwrap.dedent("""
+        import json, numpy as np, xchip
+        from examples.registry import EXAMPLES
+        ex = EXAMPLES["mlp"]
+        args = ex.make_args(np.random.default_rng(0), "f32")
+        compiled = xchip.jit(ex.fn).lower(*args).compile()
+        kernels = compiled._program.kernels
+        print(json.dumps([k.from_cache for k in kernels if k.backend == "tvm-llvm"]))
+    """)
+    env = dict(os.environ, XCHIP_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert first and not any(first) and all(second)
+
+
+def test_bf16_example_matches_jax():
+    ex = EXAMPLES["transformer"]
+    args = ex.make_args(np.random.default_rng(), "bf16")
+    got = np.asarray(xchip.jit(ex.fn)(*args))
+    want = np.asarray(jax.jit(ex.fn)(*args))
+    c = compare(got, want, ex.rtol["bf16"], ex.atol["bf16"])
+    assert c.ok, str(c)
