@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-tvm = pytest.importorskip("tvm")
+import tvm  # noqa: E402  (a pinned dependency)
 from tvm import te, tirx  # noqa: E402
 
 from xchip import targets  # noqa: E402
@@ -409,12 +409,9 @@ def _lowered_cases():
 
 @pytest.mark.parametrize("case", range(4))
 def test_through_the_lowering(target, case):
-    try:
-        from cpu_lowering_helpers import all_values, kernel_graph_of
-        from xchip.backends.cpu.lower import build as lower_build
-        from xchip.backends.cpu.lower import lower_group
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"the lowering is not importable: {e}")
+    from cpu_lowering_helpers import all_values, kernel_graph_of
+    from xchip.backends.cpu.lower import build as lower_build
+    from xchip.backends.cpu.lower import lower_group
     name, fn, args = _lowered_cases()[case]
     kg = kernel_graph_of(fn, *args)
     env = all_values(kg, [np.asarray(a) for a in args])
