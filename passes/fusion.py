@@ -194,14 +194,15 @@ class Partition:
         return out
 
 
-def partition(graph: Graph, level: str) -> tuple[Analysis, Partition]:
+def partition(graph: Graph, level: str, fused_attention: bool = True) -> tuple[Analysis, Partition]:
     an = Analysis(graph, rematerialize=level != "O0")
     part = Partition(an)
     if level != "O0":
         part.greedy()
         part.move_widening_converts()
         part.merge_sibling_reductions()
-        part.merge_attention()
+        if fused_attention:
+            part.merge_attention()
     return an, part
 
 
@@ -359,6 +360,6 @@ def statistics(kg: KernelGraph, an: Analysis) -> dict[str, int]:
 
 @register("fuse")
 def fuse(graph: Graph, ctx: PassContext) -> dict[str, int]:
-    an, part = partition(graph, ctx.options.level)
+    an, part = partition(graph, ctx.options.level, ctx.options.capabilities.fused_attention)
     ctx.kernel_graph = build_kernel_graph(graph, an, part)
     return statistics(ctx.kernel_graph, an)

@@ -346,10 +346,16 @@ def test_space_configs_build_and_are_correct(target):
 
 def test_space_rejects_spilling_tiles(target):
     space = ms.matmul_space(256, 256, 256, 1, "f32", target)
+    mrs, nvs = space.knobs[0].values, space.knobs[1].values
     regs = 32 if (target.vector_bits or 0) >= 512 else 16
-    cfg = dict(ms.default_matmul_config(256, 256, 256, 1, "f32", target), mr=14, nv=3)
-    if 14 in space.knobs[0].values and 3 in space.knobs[1].values:
-        assert not space.is_legal(cfg) or 14 * 3 + 4 <= regs
+    base = ms.default_matmul_config(256, 256, 256, 1, "f32", target)
+    too_big = [(mr, nv) for mr in mrs for nv in nvs if mr * nv + nv + 1 > regs]
+    fits = [(mr, nv) for mr in mrs for nv in nvs if mr * nv + nv + 1 <= regs]
+    assert too_big and fits
+    for mr, nv in too_big[:5]:
+        assert not space.is_legal(dict(base, mr=mr, nv=nv, mc=mr)), (mr, nv)
+    for mr, nv in fits[-5:]:
+        assert space.is_legal(dict(base, mr=mr, nv=nv, mc=mr)), (mr, nv)
 
 
 def test_default_tiles_follow_the_target(target):

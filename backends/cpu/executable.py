@@ -2,13 +2,15 @@
 over buffers allocated once from the memory plan.
 
 Each group lowers to TensorIR, is scheduled (its tuned config, or the defaults) and built
-with LLVM into a cached shared object. A group the backend cannot lower (an `opaque` group,
-an op the lowering does not know) runs on the reference executor instead; the program
-warns once, listing those groups, and each kernel says which backend runs it.
+with LLVM into a cached shared object. A `while` loop's group becomes one function running
+the whole loop natively (loops.py); dynamic slices, pads and concatenations compile too. A
+group the backend cannot lower (sort, scatter, gather, custom calls, an op or dtype the
+lowering does not know) runs on the reference executor instead; the program warns once,
+listing those groups with the reason, and each kernel says which backend runs it.
 
 Per call, Python does little: the argument lists of every compiled kernel are bound at
-construction, and only the graph inputs (when not 64-byte aligned and contiguous, TVM's
-requirement) and the outputs (fresh arrays the caller keeps) change between calls.
+construction, and only the graph inputs (taken as they are: kernels need only element
+alignment) and the outputs (fresh arrays the caller keeps) change between calls.
 """
 
 from __future__ import annotations
@@ -48,10 +50,6 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None = 
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def is_aligned(a: np.ndarray) -> bool:
-    return a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0
-
-
 @dataclass
 class Kernel:
     group: KernelGroup
@@ -64,11 +62,15 @@ class Kernel:
     compile_s: float = 0.0
 
 
+def _numpy_native(dtype: np.dtype) -> bool:
+    return dtype.kind != "V" and dtype.type.__module__ == "numpy"
+
+
 def _device_view(a: np.ndarray):
     """What a compiled kernel takes for array `a`: the array itself, except for dtypes
     numpy cannot hand over through DLPack (bfloat16, float8), which travel as a TVM tensor
     view with the right dtype over the same memory."""
-    if a.dtype.kind != "V" and a.dtype.type.__module__ == "numpy":
+    if _numpy_native(a.dtype):
         return a
     import tvm
     bits = np.dtype(a.dtype).itemsize * 8
@@ -89,7 +91,7 @@ class CpuProgram:
                  configs: Mapping[str, Mapping] | None = None,
                  custom_calls: Mapping[str, Callable] | None = None,
                  progress: Callable[[str], None] | None = None):
-        from .lower import LoweringError, build, llvm_target, lower_group, schedule_group
+        from .lower import LoweringError, build, llvm_target
 
         self.graph = kernel_graph.graph
         self.target = target
@@ -100,14 +102,9 @@ class CpuProgram:
         for i, group in enumerate(kernel_graph.groups):
             if progress:
                 progress(f"[{i + 1}/{len(kernel_graph.groups)}] {group.name}")
-            if group.kind == "opaque":
-                self.kernels.append(Kernel(group, BACKEND_REFERENCE, [], reason=_opaque_reason(group)))
-                continue
             start = time.perf_counter()
             try:
-                lowered = lower_group(group)
-                mod = schedule_group(lowered, configs.get(group.name), target,
-                                     use_matmul_schedule=not _slow_to_schedule(group))
+                mod, params = _schedule(group, configs.get(group.name), target)
                 lib, hit = load_or_build(mod, llvm, lambda m: build(m, target))
             except LoweringError as e:
                 self.kernels.append(Kernel(group, BACKEND_REFERENCE, [], reason=str(e)))
@@ -117,7 +114,7 @@ class CpuProgram:
                 self.kernels.append(Kernel(group, BACKEND_REFERENCE, [],
                                            reason=f"TVM could not schedule or build it ({type(e).__name__}: {first})"))
                 continue
-            self.kernels.append(Kernel(group, BACKEND_COMPILED, lowered.inputs + lowered.outputs,
+            self.kernels.append(Kernel(group, BACKEND_COMPILED, params,
                                        lib[group.name], config=configs.get(group.name), from_cache=hit,
                                        compile_s=time.perf_counter() - start))
         fallback = [k for k in self.kernels if k.backend == BACKEND_REFERENCE]
@@ -162,7 +159,8 @@ class CpuProgram:
         arrays = dict(self._static)
         views = dict(self._static_views)
         for v, a in zip(graph.inputs, inputs):
-            if not is_aligned(a):
+            if not a.flags.c_contiguous or (a.ctypes.data % ALIGNMENT and not _numpy_native(a.dtype)):
+                # TVM takes bf16 and f8 arrays only through DLPack, which wants 64-byte alignment
                 copy = aligned_empty(a.shape, a.dtype)
                 np.copyto(copy, a)
                 a = copy
@@ -198,6 +196,37 @@ def _constant_array(value: Value) -> np.ndarray:
     return out
 
 
+def _schedule(group: KernelGroup, config, target):
+    """(scheduled module, its function's parameter values in order) for one group."""
+    from . import loops, te_dynamic
+    from .lower import lower_group, schedule_group
+    if loops.lowers(group):
+        mod, inputs, outputs = loops.lower_loop(group, target)
+        params = inputs + outputs
+    else:
+        lowered = te_dynamic.lower_dynamic(group) if te_dynamic.lowers(group) else lower_group(group)
+        mod = schedule_group(lowered, config, target, use_matmul_schedule=not _slow_to_schedule(group))
+        params = lowered.inputs + lowered.outputs
+    return _element_aligned(mod, group.name), params
+
+
+def _element_aligned(mod, name: str):
+    """The kernel with parameters that need only element alignment. TVM assumes 64-byte
+    aligned arguments without checking them, and numpy's large arrays start 16 bytes into a
+    page: the kernel's own buffers are declared over these parameters instead, so its loads
+    are unaligned ones (as fast on aligned data) and no argument is ever copied to align it."""
+    import tvm
+    from tvm import tirx as tir
+    func = mod[name]
+    params, decls = [], []
+    for p in func.params:
+        q = tir.decl_buffer(p.shape, p.dtype, p.name, data_alignment=max(1, p.dtype.bits // 8))
+        params.append(q)
+        decls.append(tir.DeclBuffer(p, data=q.data))
+    wrapped = tir.PrimFunc(params, tir.SeqStmt(decls + [func.body]), attrs=func.attrs)
+    return tvm.IRModule({name: wrapped})
+
+
 def _slow_to_schedule(group: KernelGroup) -> bool:
     """Known problem: the packed GEMM schedule with a long f16/bf16 epilogue (the transformer's
     bf16 tanh-GELU projection) runs for minutes inside TVM's scheduling, because the rounding
@@ -207,8 +236,3 @@ def _slow_to_schedule(group: KernelGroup) -> bool:
         return False
     low = any(v.type.dtype.name in ("bf16", "f16") for v in group.outputs)
     return low and group.info.get("epilogue_ops", 0) > 4
-
-
-def _opaque_reason(group: KernelGroup) -> str:
-    names = sorted({op.name for op in group.ops if op.name != "constant"})
-    return f"opaque group ({', '.join(names)})"

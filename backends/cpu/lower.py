@@ -36,12 +36,14 @@ import tvm
 from tvm import te
 from tvm import tirx as tir
 
+from xchip.ir import dtypes
 from xchip.ir import ops as ir_ops
 from xchip.ir.graph import Op, Value
 from xchip.ir.kernel_graph import KernelGroup
 
 from . import te_contract, te_ops, te_shape
-from .te_base import TV, BlockInfo, Ctx, LoweringError, compute_dtype, fail, storage_dtype, to_storage, tree_size
+from .te_base import (TV, BlockInfo, Ctx, LoweringError, compute_dtype, fail, round_to, storage_dtype, to_storage,
+                      tree_size)
 
 __all__ = ["LoweringError", "MatmulDims", "LoweredGroup", "lower_group", "schedule_group", "build",
            "llvm_target", "host_mcpu"]
@@ -99,17 +101,21 @@ class _Lowerer:
         self.materialize: set[Value] = set()
         self._multi_output: set[Value] = set()
         self.keep_reason: dict[Value, str] = {}   # why the plan gave a value a buffer
+        self.split: set[Value] = set()            # narrow results computed in f32 in a buffer, then rounded
         self._reads: set[str] | None = None
 
     # -- names, blocks, expressions --------------------------------------------------------
 
     def unique(self, base: str) -> str:
+        """A block name not used yet, nor the `<name>_init` that TVM's decompose_reduction
+        gives the init block it splits off a block (two blocks of one name make every later
+        `get_sblock` of it fail)."""
         name = base
         k = 1
-        while name in self.used_names:
+        while name in self.used_names or f"{name}_init" in self.used_names:
             name = f"{base}_{k}"
             k += 1
-        self.used_names.add(name)
+        self.used_names.update((name, f"{name}_init"))
         return name
 
     def compose(self, fn):
@@ -164,7 +170,8 @@ class _Lowerer:
     # -- values ----------------------------------------------------------------------------
 
     def input_tv(self, v: Value, k: int) -> TV:
-        storage_dtype(v.type.dtype)
+        # an unsupported dtype is reported as the op reading it, with its location
+        storage_dtype(v.type.dtype, next((op for op in self.group.ops if v in op.operands), None))
         name = self.unique(f"in{k}")
         self.placeholders.add(name)
         t = te.placeholder(tuple(v.type.shape), storage_dtype(v.type.dtype), name=name)
@@ -185,7 +192,6 @@ class _Lowerer:
         d = op.attrs["iota_dimension"]
         rt = v.type
         compute_dtype(rt.dtype, op)
-        from xchip.ir import dtypes
 
         def fn(idx, ctx):
             if not idx:
@@ -211,7 +217,8 @@ class _Lowerer:
         exponentials); small values read by larger ones with arithmetic in them (row
         statistics, per-channel scales: computed once, not once per element); and, to bound
         every kernel expression, the largest inlined operand of any value whose expanded
-        expression would pass `_TREE_LIMIT` nodes. Everything else is inlined."""
+        expression would pass `_TREE_LIMIT` nodes, and the f32 value of a bf16 exp/log/tanh/...
+        before its rounding (`split`). Everything else is inlined."""
         group = self.group
         consumers: dict[Value, list[Op]] = {}
         for op in group.ops:
@@ -246,10 +253,19 @@ class _Lowerer:
             v = op.results[0]
             own, mults = _op_shape(op)
             operands = list(op.operands)
+            if te_ops.rounded_separately(op) and _round_shape(v.type.dtype)[1] > 1 and \
+                    own + sum(m * tree(o) for m, o in zip(mults, operands)) > _TREE_LIMIT:
+                # bf16 rounding reads its f32 input four times: a long f32 expression (exp,
+                # log, tanh) goes to an f32 buffer first, and the rounding reads that
+                self.split.add(v)
+                own, mults = _op_shape(op, unrounded=True)
             inl[v] = _cost(op.name, v.type.dtype) + sum(
                 inl.get(o, 0) for o in dict.fromkeys(operands) if o not in self.materialize)
+            if v in self.split:
+                inl[v] = 1
             users = consumers.get(v, [])
-            if _cost(op.name, v.type.dtype) >= 10 and len(users) >= 2 and v not in self.materialize:
+            if _cost(op.name, v.type.dtype) >= 10 and len(users) >= 2 and v not in self.materialize \
+                    and v not in self.split:
                 self.materialize.add(v)
                 keep[v] = "shared"
             elif inl[v] >= 1 and v.type.size and any(2 * v.type.size <= _domain(u) for u in users) \
@@ -266,6 +282,9 @@ class _Lowerer:
                 self.materialize.add(operands[k])
                 keep[operands[k]] = "size"
                 total = own + sum(m * tree(o) for m, o in zip(mults, operands))
+            if v in self.split:
+                round_own, round_reads = _round_shape(v.type.dtype)
+                total = round_own + round_reads * (2 + v.type.rank)
             size[v] = total
             if v in self.materialize:
                 inl[v] = 0
@@ -302,9 +321,6 @@ class _Lowerer:
                     or getattr(t, "value_index", 0) != 0 or t.op.num_outputs != 1:
                 t = self.elementwise_block(f"out{k}", tv.shape, tv.dtype, lambda idx, c, tv=tv: tv.at(idx, c),
                                            None, "copy", role="output_copy", storage=True).tensor
-                if tv.splat is not None and tv.dtype.name == "bf16":
-                    # TVM cannot store a vector of bf16 constants (its bf16 legalization misses it)
-                    self.blocks[t.op.name].vector_ok = False
             seen.add(t.op.name)
             out_tensors.append(t)
             output_blocks.append(t.op.name)
@@ -377,13 +393,23 @@ class _Lowerer:
     def _elementwise(self, op: Op, operands: list[TV]) -> TV:
         rt = op.results[0].type
         in_types = [v.type.dtype for v in op.operands]
-        if all(t.splat is not None for t in operands) and (op.name != "bitcast_convert" or
-                                                           rt.dtype.itemsize == in_types[0].itemsize):
+        if op.name == "bitcast_convert" and in_types[0].itemsize != rt.dtype.itemsize:
+            # checked before any expression is built: the operand has another rank than the result
+            raise fail(op, f"bitcast between widths ({in_types[0].name} -> {rt.dtype.name}) is not lowered")
+        if all(t.splat is not None for t in operands):
             from xchip.runtime.reference import evaluate_op
             (value,) = evaluate_op(op, [np.asarray(t.splat) for t in operands])
             value = np.asarray(value)
             if value.size == 1:
                 return self.splat(value.reshape(-1)[0], op.results[0])
+
+        if op.results[0] in self.split:
+            (x,) = operands
+            wide = self.elementwise_block(f"{op.name}_f32", rt.shape, dtypes.F32,
+                                          lambda idx, c: te_ops.unrounded(op, [x.at(idx, c)]), op, op.name)
+            self.blocks[wide.tensor.op.name].keep = "size"
+            return self.elementwise_result(rt.shape, rt.dtype, lambda idx, c: round_to(wide.at(idx, c), rt.dtype),
+                                           op.name, op, "convert", op.results[0])
 
         def fn(idx, ctx):
             return te_ops.elementwise(op, [t.at(idx, ctx) for t in operands], in_types, rt.dtype)
@@ -397,25 +423,44 @@ class _Lowerer:
 _FUSIBLE_NAMES = frozenset(te_shape.INDEX_MAPS) | {"pad", "concatenate"}
 _TREE_LIMIT = 1500   # nodes of one value's expanded expression tree before a buffer breaks it
 _SHAPES: dict = {}
+_MAX_POWER_SHAPE = 16
 
 
-def _op_shape(op: Op) -> tuple[int, list[int]]:
+def _op_shape(op: Op, unrounded: bool = False) -> tuple[int, list[int]]:
     """(nodes an op adds to an expression tree, how many times it reads each operand), from
-    its expression built on placeholder operands (bf16 rounding reads its input three times,
-    exp about ten)."""
+    its expression built on placeholder operands (bf16 rounding reads its input four times,
+    f32 exp thirty). `unrounded`: of the f32 value of a `rounded_separately` op."""
     if op.name in te_shape.INDEX_MAPS:
         return 1, [1]
     if op.name in ("pad", "concatenate"):
         return 8 * len(op.operands), [1] * len(op.operands)
     key = (op.name, tuple(v.type.dtype.name for v in op.operands), tuple(r.type.dtype.name for r in op.results),
-           repr(sorted((k, v) for k, v in op.attrs.items() if k != "value")))
+           repr(sorted((k, v) for k, v in op.attrs.items() if k != "value")), unrounded)
     hit = _SHAPES.get(key)
     if hit is None:
         leaves = [tir.Var(f"operand{k}", compute_dtype(v.type.dtype)) for k, v in enumerate(op.operands)]
-        expr = te_ops.elementwise(op, leaves, [v.type.dtype for v in op.operands], op.results[0].type.dtype)
+        try:
+            if unrounded:
+                expr = te_ops.unrounded(op, leaves)
+            else:
+                expr = te_ops.elementwise(op, leaves, [v.type.dtype for v in op.operands], op.results[0].type.dtype)
+        except LoweringError:
+            # needs a constant operand (integer power): its own product chain, counted as such
+            return 4, [_MAX_POWER_SHAPE] + [1] * (len(op.operands) - 1)
         total, counts = tree_size(expr, {leaf.__chandle__(): True for leaf in leaves})
         mults = [counts.get(leaf.__chandle__(), 0) for leaf in leaves]
         hit = _SHAPES[key] = (max(1, total - sum(mults)), mults)
+    return hit
+
+
+def _round_shape(d) -> tuple[int, int]:
+    """(nodes, reads of its input) of the rounding of an f32 value to dtype `d`."""
+    hit = _SHAPES.get(("round", d.name))
+    if hit is None:
+        leaf = tir.Var("value", "float32")
+        total, counts = tree_size(round_to(leaf, d), {leaf.__chandle__(): True})
+        reads = counts.get(leaf.__chandle__(), 0)
+        hit = _SHAPES[("round", d.name)] = (max(1, total - reads), reads)
     return hit
 
 
@@ -557,15 +602,55 @@ _PIPELINE = "xchip_cpu"
 def _register_pipeline() -> None:
     """TVM's default pipeline with `ConvertSSA` around it: the expressions bind shared values
     with `Let`, and passes that copy code (inlining, loop partitioning, unrolling) bind one
-    variable in several places, which LowerIntrin's analyzer rejects."""
+    variable in several places, which LowerIntrin's analyzer rejects. Its last pass, the bf16
+    storage legalization, runs after `_bf16_broadcasts`."""
     from tvm.tirx import compilation_pipeline as cp
     if _PIPELINE in cp.PIPELINE_MAP:
         return
 
     def factory(**kwargs):
         pipeline, host, device = tvm.tirx.get_tir_pipeline("default", **kwargs)
+
+        @tvm.transform.module_pass(opt_level=0, name="xchip.DefaultPipelineThenBF16Storage")
+        def default_then_bf16(mod, _ctx):
+            cur = tvm.transform.PassContext.current()
+            # the caller's instruments stay out: entering and leaving a context resets them
+            # (pass timing clears its profile)
+            with tvm.transform.PassContext(opt_level=cur.opt_level, required_pass=list(cur.required_pass),
+                                           disabled_pass=list(cur.disabled_pass) + [_BF16_STORAGE],
+                                           config=dict(cur.config)):
+                mod = pipeline(mod)
+            if _BF16_STORAGE in cur.disabled_pass:
+                return mod
+            return tir.transform.BF16StorageLegalize()(_bf16_broadcasts(mod))
+
         ssa = tir.transform.ConvertSSA
-        seq = tvm.ir.transform.Sequential([ssa(), pipeline, ssa()], name="xchip_cpu")
+        seq = tvm.ir.transform.Sequential([ssa(), default_then_bf16, ssa()], name="xchip_cpu")
         return seq, (lambda: tvm.ir.transform.Sequential([ssa(), host()])), device
 
     tvm.tirx.register_tir_pipeline(_PIPELINE, factory)
+
+
+_BF16_STORAGE = "tirx.BF16StorageLegalize"
+
+
+def _bf16_broadcasts(mod: tvm.IRModule) -> tvm.IRModule:
+    """Broadcasts of a bf16 scalar as broadcasts of its uint16 bits. A bf16 store whose value
+    does not vary across the vectorized lanes (a constant, a row value broadcast along the
+    row) becomes `Broadcast(bf16 value)`, which TVM's bf16 storage legalization leaves as
+    bf16 while it turns the buffer into uint16 (and the store then fails to type-check)."""
+    import tvm_ffi
+
+    def on_broadcast(node, mutator):
+        node = mutator.default_mutate(node)
+        value = node.value
+        if str(value.ty) != "bfloat16":
+            return node
+        if isinstance(value, tvm.ir.expr.Call) and getattr(value.op, "name", "") == "tirx.reinterpret" \
+                and str(value.args[0].ty) == "uint16":
+            bits = value.args[0]
+        else:
+            bits = tir.reinterpret("uint16", value)
+        return tir.reinterpret(f"bfloat16x{node.lanes}", tir.Broadcast(bits, node.lanes))
+
+    return tvm_ffi.structural_mutate(mod, [(tir.Broadcast, on_broadcast)])

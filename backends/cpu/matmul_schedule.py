@@ -408,12 +408,15 @@ def _index_map(fn, ndim: int, index_dtype: str):
     return tvm.tirx.IndexMap.from_func(fn, ndim=ndim, index_dtype=index_dtype)
 
 
-def _inline_producers(sch, blk) -> None:
-    """compute_inline every block that feeds `blk` (transitively), as far as it goes."""
+def _inline_producers(sch, blk, keep=()) -> None:
+    """compute_inline every block that feeds `blk` (transitively), as far as it goes; not
+    the blocks named in `keep`."""
     progress = True
     while progress:
         progress = False
         for p in sch.get_producers(blk):
+            if _block_name(sch, p) in keep:
+                continue
             try:
                 sch.compute_inline(p)
                 progress = True
@@ -458,7 +461,8 @@ def schedule_matmul(sch: s_tir.Schedule, dims, config: dict | None, target) -> N
     """Schedule the PrimFunc in `sch` (block "matmul" and its prologue/epilogue) for `target`
     with `config` (None or partial: the rest from `default_matmul_config`)."""
     global last_plan
-    ensure_thread_pool(target)
+    if getattr(target, "host", None) is not None:     # this machine (not a cross target)
+        ensure_thread_pool(target)
     shape = _analyze(sch, dims)
     M, N, K, batch = shape.sizes
     cfg = _merge(config, default_matmul_config(M, N, K, batch, shape.acc, target))
@@ -567,7 +571,7 @@ def _schedule_gemm(sch, shape: MatmulShape, cfg, target) -> None:
             _hoist_operand_convert(sch, blk, rb)
             pack_blocks[role] = _block_name(sch, rb)
     if not all(pack.values()):
-        _inline_producers(sch, blk)
+        _inline_producers(sch, blk, keep=set(pack_blocks.values()))
 
     # 2. M and N padded to whole register tiles
     if pad_m or pad_n:
@@ -655,12 +659,14 @@ def _schedule_gemm(sch, shape: MatmulShape, cfg, target) -> None:
 
     # 6. packing: the operand split across the parallel loop is packed inside it, by the
     #    thread that uses it, just before use; the other one before, in a parallel loop
-    owned = "b" if parallel_n else "a"
+    owned = {"b"} if parallel_n else {"a"}
+    if nb and not parallel_n and mc_t == tiles_m:
+        owned.add("b")          # one whole product per task: its B is that task's alone
     for role, name in pack_blocks.items():
         pb = sch.get_sblock(name)
         t, contiguous = pack_info[role]
         fused = False
-        if role == owned and cfg.get("pack_fused", True):
+        if role in owned and cfg.get("pack_fused", True):
             try:
                 sch.compute_at(pb, par, preserve_unit_loops=False)
                 fused = True
@@ -669,7 +675,7 @@ def _schedule_gemm(sch, shape: MatmulShape, cfg, target) -> None:
         _schedule_pack(sch, pb, t, L, contiguous, fused)
 
 
-def _schedule_tile_copy(sch, blk, anchor, L):
+def _schedule_tile_copy(sch, blk, anchor, L, unroll: bool = True):
     """The loops of a block that fills or copies a register tile: the innermost loop split
     into SIMD vectors, the rest unrolled. `anchor`: the loop the tile hangs under (None: the
     block's innermost loops that are not parallel, at most three)."""
@@ -686,10 +692,11 @@ def _schedule_tile_copy(sch, blk, anchor, L):
         if ext > L and ext % L == 0:
             lo, li = sch.split(last, [ext // L, L])
             sch.vectorize(li)
-            sch.unroll(lo)
+            if unroll:
+                sch.unroll(lo)
         elif ext > 1:
             sch.vectorize(last)
-        for x in inner[:-1]:
+        for x in inner[:-1] if unroll else ():
             if (_extent(sch, x) or 0) <= 16 and sch.get(x).kind == tvm.tirx.ForKind.SERIAL:
                 sch.unroll(x)
     except _ERRORS:
@@ -759,7 +766,7 @@ def _fuse_epilogue(sch, blk, anchor, fallback=None, lanes_: int = 8) -> None:
             except _ERRORS:
                 continue
         if placed is not None:
-            _schedule_tile_copy(sch, e, placed, lanes_)
+            _schedule_tile_copy(sch, e, placed, lanes_, unroll=False)
         else:
             _schedule_elementwise(sch, e, lanes_)
 
@@ -950,12 +957,12 @@ def _schedule_gemv(sch, shape: MatmulShape, cfg, target) -> None:
         _schedule_tile_copy(sch, sch.get_sblock("matmul_init"), None, L)
         anchor = par
     else:
-        kl = 2 * L
+        kl = 2 * L if K % (2 * L) == 0 and K >= 4 * L else L
         rows = 4
         while rows > 1 and F % rows:
             rows //= 2
         if K % kl or K < 2 * kl:
-            raise _Unsupported("K is short or not a multiple of two vectors")
+            raise _Unsupported("K is short or not a multiple of the vector width")
         ko, ki = sch.split(k_loop, [K // kl, kl])
         fo, fi = sch.split(f_loop, [F // rows, rows])
         sch.reorder(*pre, fo, ko, fi, ki)

@@ -73,10 +73,12 @@ def to_compute(expr, d: DType):
 
 
 def to_storage(expr, d: DType):
-    """A compute-form expression in storage form (exact: compute-form narrow values are on
-    the grid, or are rounded here when they come straight from an f32 accumulator)."""
+    """A compute-form expression in storage form. Exact: a compute-form narrow value is on
+    the narrow grid (every op that can leave it rounds, an f32 accumulator included), so bf16
+    keeps the high half of the f32 bits -- one read of `expr`, where rounding again would
+    read it four times and multiply the size of the store's expression by four."""
     if d.name == "bf16":
-        return M.f32_to_bf16(expr)
+        return M.bf16_of_grid_f32(expr)
     if d.name == "f16":
         return expr.astype("float16")
     return expr

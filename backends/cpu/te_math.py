@@ -162,11 +162,10 @@ def bf16_to_f32(x):
     return tir.reinterpret("float32", u << const(16, "uint32"))
 
 
-def f32_to_bf16(x):
-    """Round an f32 to bfloat16 (nearest even); NaN becomes the quiet NaN of its sign, as
-    ml_dtypes (and so the reference executor) gives. (The `Let` binding x stays inside the
-    uint16 expression: TVM's bf16 legalization mishandles a bf16-typed `Let`.)"""
-    return tir.reinterpret("bfloat16", bind([x], _bf16_bits))
+def bf16_of_grid_f32(x):
+    """An f32 that is a bfloat16 value (low 16 bits zero, NaN included) as that bfloat16:
+    its high half, no rounding."""
+    return tir.reinterpret("bfloat16", (tir.reinterpret("uint32", x) >> const(16, "uint32")).astype("uint16"))
 
 
 def _bf16_bits(x):

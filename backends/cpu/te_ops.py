@@ -46,9 +46,21 @@ EXPENSIVE = {"exponential": 30, "exponential_minus_one": 40, "log": 30, "log_plu
              "rsqrt": 12, "divide": 4, "remainder": 20, "sqrt": 6}
 
 
+def _reinterpret_const(x, to: str):
+    """A bit cast of an integer constant, done here (TVM's codegen mistakes a reinterpret of
+    the constant 0 for a null pointer cast)."""
+    bits = _bits(to)
+    v = int(x.value) & ((1 << bits) - 1)
+    if to.startswith("int") and v >= 1 << (bits - 1):
+        v -= 1 << bits
+    return const(v, to)
+
+
 def _opaque(x):
     """x unchanged, behind a bit cast the simplifier does not see through."""
     d = dt(x)
+    if isinstance(x, tir.IntImm):
+        return x
     if d == "bool":
         return x
     if d in _FLOAT_BITS:
@@ -73,11 +85,15 @@ def _pair(a, b):
 
 def _unsigned(x):
     d = dt(x)
+    if isinstance(x, tir.IntImm):
+        return _reinterpret_const(x, _UNSIGNED.get(d, d))
     return tir.reinterpret(_UNSIGNED[d], x) if d in _UNSIGNED else _opaque(x)
 
 
 def _signed(x):
     d = dt(x)
+    if isinstance(x, tir.IntImm):
+        return _reinterpret_const(x, _SIGNED.get(d, d))
     return tir.reinterpret(_SIGNED[d], x) if d in _SIGNED else _opaque(x)
 
 
@@ -164,11 +180,23 @@ FLOAT_UNARY = ("cosine", "sine", "tan", "tanh", "exponential", "exponential_minu
 # --- integers ------------------------------------------------------------------------------
 
 def _int_arith(name: str, a, b):
-    """add/subtract/multiply wrapping around, computed unsigned."""
+    """add/subtract/multiply wrapping around. TVM's LLVM codegen marks 32- and 64-bit
+    integer arithmetic no-signed-wrap / no-unsigned-wrap (so LLVM folds `0u - x` to 0); 8- and
+    16-bit arithmetic it emits plainly. 32-bit values therefore compute in 64 bits, where
+    nothing overflows, and are truncated; 64-bit values compute signed (an overflow there is
+    formally poison to LLVM, which in practice still emits the wrapping instruction)."""
     d = dt(a)
-    ua, ub = _unsigned(a), _unsigned(_opaque(b))
-    r = {"add": lambda: ua + ub, "subtract": lambda: ua - ub, "multiply": lambda: ua * ub}[name]()
-    return tir.reinterpret(d, r) if d in _UNSIGNED else r
+    bits = _bits(d)
+    x, y = _opaque(a), _opaque(_opaque(b))
+    op = {"add": lambda p, q: p + q, "subtract": lambda p, q: p - q, "multiply": lambda p, q: p * q}[name]
+    if bits < 32:
+        return op(x, y)
+    if bits == 32:
+        wide = "uint64" if (name == "multiply" and d.startswith("uint")) else "int64"
+        return op(x.astype(wide), y.astype(wide)).astype(d)
+    if d.startswith("uint"):
+        return tir.reinterpret(d, op(tir.reinterpret("int64", x), tir.reinterpret("int64", y)))
+    return op(x, y)
 
 
 def _int_min(d: str) -> int:
@@ -176,52 +204,55 @@ def _int_min(d: str) -> int:
 
 
 def _int_divide(a, b, remainder: bool):
+    """Division that never traps: the divisor is replaced by 1 where it is 0 (or -1 under
+    INT_MIN), behind a bit cast so no rewrite can move the division into the select's
+    branches, and the XLA results are selected afterwards."""
     d = dt(a)
     a, b = _pair(a, b)
     zero, one = const(0, d), const(1, d)
     if d.startswith("uint"):
-        safe = select(b == zero, one, b)
+        safe = _opaque(select(b == zero, one, b))
         if remainder:
             return select(b == zero, a, tir.truncmod(a, safe))
         return select(b == zero, const((1 << _bits(d)) - 1, d), tir.truncdiv(a, safe))
-    overflow = tir.And(a == const(_int_min(d), d), b == const(-1, d))
-    safe = select(tir.Or(b == zero, overflow), one, b)
+    # compared unsigned: TVM's simplifier folds `x == INT32_MIN` on an int32 to false
+    ud = _UNSIGNED[d]
+    overflow = tir.And(tir.EQ(tir.reinterpret(ud, a), const(1 << (_bits(d) - 1), ud)),
+                       tir.EQ(tir.reinterpret(ud, b), const((1 << _bits(d)) - 1, ud)))
+    safe = _opaque(select(tir.Or(b == zero, overflow), one, b))
     if remainder:
         return select(b == zero, a, select(overflow, zero, tir.truncmod(a, safe)))
     return select(b == zero, const(-1, d), select(overflow, const(_int_min(d), d), tir.truncdiv(a, safe)))
 
 
-def _int_power(a, b):
-    """Exponentiation by squaring over all bits of the exponent, wrapping around; negative
-    exponents give 1 for base 1, +-1 for base -1, 0 otherwise (the reference)."""
+def _int_power(op, a, b):
+    """a ** b for a constant exponent b, wrapping around, as a product of b factors (TVM has
+    no loop inside an expression, and the squarings of exponentiation by squaring would grow
+    the expression tree exponentially: see te_base.Ctx), multiplied as a balanced tree.
+    Negative exponents give 1 for base 1, +-1 for base -1 and 0 otherwise (the reference)."""
+    if not isinstance(b, tir.IntImm):
+        raise fail(op, "integer power with a non-constant exponent is not lowered")
+    e = int(b.value)
     d = dt(a)
-    bits = _bits(d)
-    ud = _UNSIGNED.get(d, d)
-    base0 = _unsigned(a)
-    exp = _unsigned(_opaque(b))
-    signed = d in _UNSIGNED   # a signed type (the table maps signed -> unsigned)
-    if signed:
-        exp = select(b < const(0, d), const(0, ud), exp)
-    bases = [tir.Var(f"pow_b{k}", ud) for k in range(bits)]
-    results = [tir.Var(f"pow_r{k}", ud) for k in range(bits + 1)]
-    # r_{k+1} = bit k of exp ? r_k * b_k : r_k;  b_{k+1} = b_k * b_k; bound with Let so the
-    # expression stays linear in the number of bits
-    body = results[bits]
-    for k in reversed(range(bits)):
-        bit = ((exp >> const(k, ud)) & const(1, ud)) != const(0, ud)
-        step = select(bit, _opaque(results[k]) * _opaque(_opaque(bases[k])), results[k])
-        body = tir.Let(results[k + 1], step, body)
-        if k + 1 < bits:
-            body = tir.Let(bases[k + 1], _opaque(bases[k]) * _opaque(_opaque(bases[k])), body)
-    body = tir.Let(results[0], const(1, ud), body)
-    body = tir.Let(bases[0], base0, body)
-    r = tir.reinterpret(d, body) if signed else body
-    if signed:
+    if e < 0:
         one, m1 = const(1, d), const(-1, d)
-        odd = (b & one) == one
-        neg = select(a == one, one, select(a == m1, select(odd, m1, one), const(0, d)))
-        r = select(b < const(0, d), neg, r)
-    return r
+        y = _opaque(a)
+        return select(y == one, one, select(y == m1, m1 if e % 2 else one, const(0, d)))
+    if e > _MAX_POWER:
+        raise fail(op, f"integer power with exponent {e} > {_MAX_POWER} is not lowered")
+    if e == 0:
+        return const(1, d)
+
+    def product(n):
+        # a balanced tree: the simplifier's work grows exponentially with the depth of
+        # nested wrap-around multiplies, linearly with their number
+        if n == 1:
+            return a
+        return _int_arith("multiply", product(n // 2), product(n - n // 2))
+    return product(e)
+
+
+_MAX_POWER = 32       # beyond, TVM's simplifier takes seconds per exponent
 
 
 def _shift(name: str, a, b):
@@ -263,11 +294,14 @@ def _compare(a, b, direction: str, compare_type: str):
     if _is_float(a) and compare_type == "TOTALORDER":
         a, b = _total_order_key(a), _total_order_key(b)
     a, b = _pair(a, b)
+    if direction in ("EQ", "NE") and dt(a) in _UNSIGNED:
+        # equality compared unsigned: TVM's simplifier folds `x == INT32_MIN` to false
+        a, b = tir.reinterpret(_UNSIGNED[dt(a)], a), tir.reinterpret(_UNSIGNED[dt(b)], b)
     if direction == "NE":
         if _is_float(a):
-            return tir.Or(tir.Or(M.isnan(a), M.isnan(b)), a != b)
-        return a != b
-    return _CMP[direction](a, b)
+            return tir.Or(tir.Or(M.isnan(a), M.isnan(b)), tir.NE(a, b))
+        return tir.NE(a, b)
+    return as_expr(_CMP[direction](a, b))
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -401,6 +435,18 @@ def elementwise(op, args, in_types: list[DType], out_type: DType):
     return as_expr(M.bind(args, lambda *a: _elementwise(op, list(a), in_types, out_type)))
 
 
+def rounded_separately(op) -> bool:
+    """A float unary op with a narrow (f16/bf16) result: its f32 value, then the rounding
+    (`unrounded` and `round_to`), may be two computes."""
+    return op.name in FLOAT_UNARY and op.results[0].type.dtype.name in NARROW and \
+        op.operands[0].type.dtype.is_float
+
+
+def unrounded(op, args):
+    """The compute-form f32 result of a `rounded_separately` op, before its rounding."""
+    return as_expr(_float_unary(op.name, args[0]))
+
+
 def _elementwise(op, args, in_types: list[DType], out_type: DType):
     name = op.name
     a0 = in_types[0] if in_types else out_type
@@ -458,6 +504,10 @@ def _elementwise(op, args, in_types: list[DType], out_type: DType):
     a, b = args[0], args[1]
     if name in ("add", "subtract", "multiply", "divide", "remainder", "power", "atan2", "maximum", "minimum"):
         if a0.is_float:
+            if name in ("maximum", "minimum"):
+                # one of the operands, bits and all (NaN payloads too), as the reference picks
+                # it: already on the narrow grid
+                return _float_binary(name, a, b)
             return round_to(_float_binary(name, a, b), out_type)
         if a0.kind == "bool":
             if name in ("add", "maximum"):
@@ -470,7 +520,7 @@ def _elementwise(op, args, in_types: list[DType], out_type: DType):
         if name in ("divide", "remainder"):
             return _int_divide(a, b, name == "remainder")
         if name == "power":
-            return _int_power(a, b)
+            return _int_power(op, a, b)
         if name == "maximum":
             return tir.Max(*_pair(a, b))
         if name == "minimum":
@@ -478,7 +528,9 @@ def _elementwise(op, args, in_types: list[DType], out_type: DType):
         raise fail(op, f"integer operands ({a0.name})")
     if name in ("and", "or", "xor"):
         if a0.kind == "bool":
-            return {"and": tir.And, "or": tir.Or, "xor": lambda p, q: p != q}[name](a, b)
+            # xor compared as bytes: TVM emits a float compare for `!=` on vectors of bool
+            xor = lambda p, q: tir.NE(p.astype("uint8"), q.astype("uint8"))  # noqa: E731
+            return {"and": tir.And, "or": tir.Or, "xor": xor}[name](a, b)
         p, q = _pair(a, b)
         return {"and": tir.bitwise_and, "or": tir.bitwise_or, "xor": tir.bitwise_xor}[name](p, q)
     if name in ("shift_left", "shift_right_logical", "shift_right_arithmetic"):

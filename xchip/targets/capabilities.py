@@ -19,6 +19,9 @@ class Capabilities:
     vector_bits: int | None = None         # SIMD width (CPUs) or None
     warp_size: int | None = None           # 32 (Nvidia), 64 (AMD/Hygon), None for CPUs
     tile_multiple: int = 1                 # preferred multiple for tile sizes
+    # matmul -> softmax -> matmul compiles as one kernel (flash attention on GPUs); where it
+    # does not, fusion leaves two matmul groups and a softmax, each with its own schedule
+    fused_attention: bool = True
 
     def supports(self, dtype: str) -> bool:
         return dtype in self.dtypes

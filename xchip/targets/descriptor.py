@@ -89,6 +89,7 @@ class Target:
             vector_bits=self.vector_bits,
             warp_size=int(self.warp_size.value) if self.warp_size.known else None,
             tile_multiple=int(self.matrix_tile.value) if self.matrix_tile.known else 1,
+            fused_attention=self.is_simt,      # GPUs: the Triton backends' flash attention
         )
 
     def quantities(self) -> Iterator[tuple[str, Quantity]]:

@@ -34,5 +34,6 @@ def capabilities_of(name: str) -> Capabilities:
     """What graph passes may know about a target, without measuring the host."""
     canonical = resolve_name(name)
     if canonical == "cpu":
-        return replace(HOST_REFERENCE, vector_bits=host.detect().vector_bits)
+        # the CPU backend has no fused attention kernel (backends/cpu)
+        return replace(HOST_REFERENCE, vector_bits=host.detect().vector_bits, fused_attention=False)
     return descriptors()[canonical].capabilities
