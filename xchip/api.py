@@ -77,6 +77,7 @@ class Compiled:
         self.memory_plan = optimized.memory_plan
         self.target = target
         self._traced = traced
+        self._expected_dtypes = [np.dtype(aval.dtype) for aval in traced.in_avals]
         self._program = None
         if self.runner == "compiled":
             from .backends.cpu import CpuProgram
@@ -106,10 +107,13 @@ class Compiled:
 
     def _flat_inputs(self, leaves: list) -> list[np.ndarray]:
         flat = []
-        for i, (leaf, aval, name) in enumerate(zip(leaves, self._traced.in_avals, self._traced.arg_names)):
+        for i, (leaf, aval, name, expected) in enumerate(zip(leaves, self._traced.in_avals, self._traced.arg_names,
+                                                             self._expected_dtypes)):
+            if type(leaf) is np.ndarray and leaf.dtype == expected and leaf.shape == aval.shape:
+                flat.append(leaf)     # the common case, checked in full
+                continue
             _reject_tracer(leaf, name)
             a = np.asarray(leaf)
-            expected = np.dtype(aval.dtype)
             if a.shape != aval.shape:
                 raise ArgumentError(f"argument '{name}' (#{i}): expected {_describe(aval.shape, expected)}, "
                                     f"got {_describe(a.shape, a.dtype)}")
@@ -176,6 +180,8 @@ class XchipFunction:
         functools.update_wrapper(self, fn)
 
     def _statics(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple]:
+        if not (self.static_argnums or self.static_argnames):
+            return args, kwargs, _NO_STATICS
         n = len(args)
         positions = {i % n for i in self.static_argnums if -n <= i < n}
         dyn_args = tuple(a for i, a in enumerate(args) if i not in positions)
@@ -210,6 +216,9 @@ def _reject_tracer(x, name: str | None) -> None:
         who = f"argument '{name}'" if name else "an argument"
         raise XchipError(f"{who} is a JAX tracer: calling an xchip function inside "
                          "jax.jit/grad/vmap is not supported yet; call it on concrete arrays")
+
+
+_NO_STATICS = ((), ())
 
 
 def _aval_key(x) -> tuple:

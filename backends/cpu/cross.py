@@ -3,8 +3,8 @@
 No ARM64 machine and no ARM64 build of libtvm_runtime are needed. The stages, each a plain
 function that can be called (and its output inspected) on its own:
 
-  build      `tvm.compile` of an already scheduled IRModule for
-             `{"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "tsv110"}`
+  build      an already scheduled IRModule compiled by `lower.build` (the host's pipeline,
+             with its fixes) for triple `aarch64-linux-gnu`, mcpu `tsv110`
   export     the module's ARM64 object (`kernels.o`) and a shared object linked with the
              cross compiler (`kernels.so`, what a Kunpeng host would load with TVM's runtime);
              optionally the LLVM IR and assembly (`kernels.ll`, `kernels.s`)
@@ -94,14 +94,11 @@ def _run(cmd: Sequence[str], what: str, timeout: float | None = None, **kw) -> s
 
 # ------------------------------------------------------------------------------ build + export
 
-def llvm_target(triple: str = DEFAULT_TRIPLE, mcpu: str = DEFAULT_MCPU) -> tvm.target.Target:
-    # TVM 0.27 accepts only the dict form ("llvm -mtriple=..." strings are refused).
-    return tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": mcpu})
-
-
 def build(mod: tvm.IRModule, triple: str = DEFAULT_TRIPLE, mcpu: str = DEFAULT_MCPU):
-    """Stage 1: the scheduled module compiled by LLVM for the ARM64 target (a TVM Executable)."""
-    return tvm.compile(mod, target=llvm_target(triple, mcpu))
+    """Stage 1: the scheduled module compiled by LLVM for the ARM64 target (a runtime module).
+    The host's build, so ARM64 kernels get the same TIR pipeline and its fixes."""
+    from . import lower
+    return lower.build(mod, None, triple=triple, mcpu=mcpu)
 
 
 @dataclass(frozen=True)
@@ -308,7 +305,7 @@ def run_under_qemu(artifact: str | os.PathLike, func_name: str, inputs: Sequence
 class GroupCheck:
     """One kernel group of a kernel graph, cross-compiled and run under qemu (or why not)."""
     name: str
-    status: str                  # "ok", "mismatch", "skipped" (opaque / not lowerable), "error"
+    status: str                  # "ok", "mismatch", "skipped" (left to the reference executor), "error"
     detail: str = ""
     max_abs_err: float = 0.0
     compile_s: float = 0.0
@@ -343,13 +340,14 @@ def _value_array(value, env: dict) -> np.ndarray:
     return env[value]
 
 
-def _host_build_problem(lowered, config) -> str | None:
+def _host_build_problem(group, config) -> str | None:
     """None when the group schedules and builds for the host; else why not (a failure shared
     by every CPU target is the lowering's, not the cross-compiler's)."""
-    from .lower import build, schedule_group
+    from .executable import _schedule
+    from .lower import build
 
     try:
-        build(schedule_group(lowered, config, None))
+        build(_schedule(group, config, None)[0])
     except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1][:300]}"
     return None
@@ -359,19 +357,23 @@ def check_kernel_graph_under_qemu(kernel_graph, inputs: Sequence[np.ndarray], ou
                                   target="kunpeng920", triple: str = DEFAULT_TRIPLE, mcpu: str = DEFAULT_MCPU,
                                   num_threads: int = DEFAULT_THREADS, tolerance: dict | None = None,
                                   configs: dict | None = None) -> list[GroupCheck]:
-    """Cross-compile every lowerable (non-opaque) kernel group of `kernel_graph` for ARM64, run
-    each under qemu on the inputs the reference executor computes for it, and compare with the
-    reference's outputs. `inputs` are the graph's flat input arrays. Groups run in order on
-    the reference first (opaque ones too), so every group sees the values it would see in the
-    full program. Returns one `GroupCheck` per group; `ok` means every output matched within
-    `tolerance` ({"f": (rtol, atol), "bf16": ..., "f16": ...}; integers must match exactly).
+    """Cross-compile every kernel group of `kernel_graph` that the CPU backend compiles (loops
+    and dynamic slices included) for ARM64, run each under qemu on the inputs the reference
+    executor computes for it, and compare with the reference's outputs. `inputs` are the
+    graph's flat input arrays. Groups run in order on the reference first (those left to it
+    too), so every group sees the values it would see in the full program. Returns one
+    `GroupCheck` per group: `ok` means every output matched within `tolerance`
+    ({"f": (rtol, atol), "bf16": ..., "f16": ...}; integers must match exactly), `skipped`
+    that the backend runs the group on the reference executor (the detail says why).
 
-    Uses backends/cpu/lower.py (`lower_group`, `schedule_group`); `target` is passed to
-    `schedule_group` (a name is resolved with `xchip.targets.get`)."""
+    Kernels are made as the host's `CpuProgram` makes them (executable.py's `_schedule`,
+    then `lower.build`); `target` is the xchip target they are scheduled for (a name is
+    resolved with `xchip.targets.get`)."""
     from xchip import targets as xtargets
     from xchip.runtime import reference
 
-    from .lower import LoweringError, lower_group, schedule_group
+    from .executable import _schedule
+    from .lower import LoweringError
 
     tolerance = dict(DEFAULT_TOLERANCE, **(tolerance or {}))
     target_obj = xtargets.get(target) if isinstance(target, str) else target
@@ -385,37 +387,41 @@ def check_kernel_graph_under_qemu(kernel_graph, inputs: Sequence[np.ndarray], ou
         for v in group.inputs:
             _value_array(v, env)
         env.update(reference.evaluate_ops(group.ops, {v: env[v] for v in group.inputs}))
-        if group.kind == "opaque":
-            results.append(GroupCheck(group.name, "skipped", "opaque group: runs on the reference executor"))
-            continue
         start = time.perf_counter()
         config = (configs or {}).get(group.name)
         try:
-            lowered = lower_group(group)
+            mod, params = _schedule(group, config, target_obj)
         except LoweringError as e:
-            results.append(GroupCheck(group.name, "skipped", f"not lowerable: {e}"))
+            results.append(GroupCheck(group.name, "skipped", f"runs on the reference executor: {e}"))
             continue
+        except Exception as e:  # noqa: BLE001 - TVM raises many kinds
+            first = (str(e).strip().splitlines() or [""])[-1][:300]
+            results.append(GroupCheck(group.name, "error", f"scheduling failed: {type(e).__name__}: {first}",
+                                      compile_s=time.perf_counter() - start))
+            continue
+        n_out = len(group.outputs)
+        in_values, out_values = params[:len(params) - n_out], params[len(params) - n_out:]
         try:
-            mod = schedule_group(lowered, config, target_obj)
             so = cross_compile(mod, out_dir / group.name, triple=triple, mcpu=mcpu, name=group.name)
         except Exception as e:  # noqa: BLE001 - TVM raises many kinds; tell ARM64 problems from shared ones
             first = (str(e).strip().splitlines() or [""])[-1][:300]
-            host_problem = _host_build_problem(lowered, config)
+            host_problem = _host_build_problem(group, config)
             status, detail = (("skipped", f"fails for the host too, not ARM64-specific: {host_problem}")
                               if host_problem else ("error", f"{type(e).__name__}: {first}"))
             results.append(GroupCheck(group.name, status, detail, compile_s=time.perf_counter() - start))
             continue
         compile_s = time.perf_counter() - start
         try:
-            args = [_value_array(v, env) for v in lowered.inputs]
-            specs = [(v.type.shape, v.type.dtype.numpy) for v in lowered.outputs]
+            # arrays always, 0-d ones included: a numpy scalar would be passed as a scalar argument
+            args = [np.asarray(_value_array(v, env), v.type.dtype.numpy) for v in in_values]
+            specs = [(v.type.shape, v.type.dtype.numpy) for v in out_values]
             run = run_under_qemu_detailed(so, group.name, args, specs, triple=triple, num_threads=num_threads)
         except CrossError as e:
             results.append(GroupCheck(group.name, "error", str(e), compile_s=time.perf_counter() - start))
             continue
         check = GroupCheck(group.name, "ok", compile_s=compile_s, run_s=run.seconds)
         problems = []
-        for v, got in zip(lowered.outputs, run.outputs):
+        for v, got in zip(out_values, run.outputs):
             want = np.asarray(env[v])
             tol = _tolerance(want.dtype, tolerance)
             g64, w64 = got.astype(np.float64), want.astype(np.float64)

@@ -148,33 +148,43 @@ class CpuProgram:
             self._static[value] = storage[buffer_id][:nbytes].view(t.dtype.numpy).reshape(t.shape)
         self._storage = storage
         self._not_written = inputs | set(self._static)   # values no kernel writes per call
-        self._fresh = [(v, v.type.shape, v.type.dtype.numpy, v.type.nbytes)   # new result arrays per call
+        # new result arrays per call; only those that travel through DLPack need 64-byte alignment
+        self._fresh = [(v, v.type.shape, np.dtype(v.type.dtype.numpy), v.type.nbytes,
+                        _numpy_native(np.dtype(v.type.dtype.numpy)))
                        for v in dict.fromkeys(self._returned) if v not in self._not_written]
+        self._inputs = [(v, _numpy_native(np.dtype(v.type.dtype.numpy))) for v in graph.inputs]
         self._static_views = {v: _device_view(a) for v, a in self._static.items()}
+        self._calls = [(k.fn, k.params) if k.backend == BACKEND_COMPILED else (None, k.group) for k in self.kernels]
 
     # -- running ---------------------------------------------------------------------------
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        graph = self.graph
         arrays = dict(self._static)
         views = dict(self._static_views)
-        for v, a in zip(graph.inputs, inputs):
-            if not a.flags.c_contiguous or (a.ctypes.data % ALIGNMENT and not _numpy_native(a.dtype)):
+        for (v, native), a in zip(self._inputs, inputs):
+            if native:
+                if not a.flags.c_contiguous:
+                    a = np.ascontiguousarray(a)
+                arrays[v] = views[v] = a
+                continue
+            if not a.flags.c_contiguous or a.ctypes.data % ALIGNMENT:
                 # TVM takes bf16 and f8 arrays only through DLPack, which wants 64-byte alignment
                 copy = aligned_empty(a.shape, a.dtype)
                 np.copyto(copy, a)
                 a = copy
             arrays[v] = a
             views[v] = _device_view(a)
-        for v, shape, dtype, nbytes in self._fresh:
-            a = aligned_empty(shape, dtype, nbytes)
-            arrays[v] = a
-            views[v] = _device_view(a)
-        for k in self.kernels:
-            if k.backend == BACKEND_COMPILED:
-                k.fn(*[views[p] for p in k.params])
+        for v, shape, dtype, nbytes, native in self._fresh:
+            if native:
+                arrays[v] = views[v] = np.empty(shape, dtype)
             else:
-                self._run_reference(k.group, arrays, self.custom_calls)
+                a = arrays[v] = aligned_empty(shape, dtype, nbytes)
+                views[v] = _device_view(a)
+        for fn, params in self._calls:
+            if fn is not None:
+                fn(*[views[p] for p in params])
+            else:
+                self._run_reference(params, arrays, self.custom_calls)
         # A returned graph input or constant is returned as a copy: the caller owns results.
         return [np.array(arrays[v]) if v in self._not_written else arrays[v] for v in self._returned]
 
