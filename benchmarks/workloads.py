@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from examples import cnn, mlp, normal, transformer
+from examples import cnn, mlp, normal, scan_rnn, transformer
 
 GROUPS = ("main", "overhead")
 
@@ -139,6 +139,9 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              source="examples/transformer.py's function; sizes as asked (GPT-2-small-like)"),
     Workload("cnn", "examples.cnn as shipped: (2, 12, 16, 3) NHWC images", cnn.cnn,
              lambda rng: cnn.make_args(rng, "f32"), tags=("model",), source="examples/cnn.py make_args"),
+    Workload("scan_rnn", "examples.scan_rnn as shipped: a 16-step lax.scan GRU and a 4-step fori_loop forecast",
+             scan_rnn.scan_rnn, lambda rng: scan_rnn.make_args(rng, "f32"), tags=("model",),
+             source="examples/scan_rnn.py make_args (small loop bodies: where per-iteration overhead shows)"),
     Workload("layernorm", f"layernorm over rows: {LN_ROWS} x {LN_WIDTH} (scale, bias)", layernorm_rows,
              _layernorm_args(LN_ROWS, LN_WIDTH), tags=("rows",),
              source="triton_layernorm M=4096 x N=1024..15872 and TVM NRM [1, 4096, 1024]: M kept, N at the "

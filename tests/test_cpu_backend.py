@@ -114,3 +114,15 @@ def test_bf16_example_matches_jax():
     want = np.asarray(jax.jit(ex.fn)(*args))
     c = compare(got, want, ex.rtol["bf16"], ex.atol["bf16"])
     assert c.ok, str(c)
+
+
+def test_a_returned_constant_is_returned(rng):
+    """A constant the program returns is written by no kernel: it must come from the
+    constant's data, not from a fresh (uninitialized) result array."""
+    def f(x):
+        return jnp.array([3, -1, 7], jnp.int64 if jax.config.jax_enable_x64 else jnp.int32), x * 2.0
+    x = rng.standard_normal(4).astype(np.float32)
+    for _ in range(2):
+        const, doubled = xchip.jit(f, target="cpu", opt_level="O0")(x)
+        np.testing.assert_array_equal(np.asarray(const), [3, -1, 7])
+        np.testing.assert_array_equal(np.asarray(doubled), x * 2.0)

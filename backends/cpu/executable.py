@@ -135,12 +135,12 @@ class CpuProgram:
         storage: dict[int, np.ndarray] = {}
         self._static: dict[Value, np.ndarray] = {}
         for value, buffer_id in plan.assignment.items():
-            if value in inputs or value in outputs:
-                continue   # per call: the caller's arrays, fresh result arrays
             buffer = plan.buffers[buffer_id]
-            if buffer.role == "constant":
+            if buffer.role == "constant":      # returned ones too: no kernel writes them
                 self._static[value] = _constant_array(value)
                 continue
+            if value in inputs or value in outputs:
+                continue   # per call: the caller's arrays, fresh result arrays
             if buffer_id not in storage:
                 storage[buffer_id] = aligned_empty((buffer.size,), np.uint8)
             t = value.type
