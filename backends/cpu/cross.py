@@ -112,13 +112,16 @@ class CrossArtifact:
 
 def export(executable, out_dir: str | os.PathLike, *, name: str = "kernels", triple: str = DEFAULT_TRIPLE,
            mcpu: str = DEFAULT_MCPU, dump: bool = False) -> CrossArtifact:
-    """Stage 2: write `<name>.o` and `<name>.so` (and with `dump`, `<name>.ll` / `<name>.s`)."""
+    """Stage 2: write `<name>.o` and `<name>.so` (and with `dump`, `<name>.ll` / `<name>.s`) of
+    a built module (`build`'s runtime module, or a `tvm.compile` Executable)."""
     from tvm.support import cc   # tvm.contrib.cc moved here in 0.27
 
     _require_toolchain(triple)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rt_mod = executable.mod if hasattr(executable, "mod") else executable
+    # not hasattr: a runtime module's attribute lookup is a function lookup, which JIT-loads
+    # the module and fails for a foreign architecture
+    rt_mod = executable.mod if isinstance(executable, tvm.runtime.Executable) else executable
     obj, so = out / f"{name}.o", out / f"{name}.so"
     rt_mod.write_to_file(str(obj))
     executable.export_library(str(so), fcompile=cc.cross_compiler(cross_cc(triple)))
@@ -261,7 +264,7 @@ def run_under_qemu_detailed(artifact: str | os.PathLike, func_name: str, inputs:
         lines = [f"func {func_name}"]
         for i, x in enumerate(inputs):
             if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
-                a = np.ascontiguousarray(np.asarray(x))
+                a = np.asarray(x)   # not ascontiguousarray: it makes a 0-d array 1-d; tobytes is C order
                 path = tmp / f"in{i}.bin"
                 path.write_bytes(a.tobytes())
                 lines.append(_tensor_line("in", path, a.shape, a.dtype))

@@ -217,8 +217,8 @@ def _int_divide(a, b, remainder: bool):
         return select(b == zero, const((1 << _bits(d)) - 1, d), tir.truncdiv(a, safe))
     # compared unsigned: TVM's simplifier folds `x == INT32_MIN` on an int32 to false
     ud = _UNSIGNED[d]
-    overflow = tir.And(tir.EQ(tir.reinterpret(ud, a), const(1 << (_bits(d) - 1), ud)),
-                       tir.EQ(tir.reinterpret(ud, b), const((1 << _bits(d)) - 1, ud)))
+    overflow = tir.And(tir.EQ(_unsigned(a), const(1 << (_bits(d) - 1), ud)),
+                       tir.EQ(_unsigned(b), const((1 << _bits(d)) - 1, ud)))
     safe = _opaque(select(tir.Or(b == zero, overflow), one, b))
     if remainder:
         return select(b == zero, a, select(overflow, zero, tir.truncmod(a, safe)))
@@ -296,7 +296,7 @@ def _compare(a, b, direction: str, compare_type: str):
     a, b = _pair(a, b)
     if direction in ("EQ", "NE") and dt(a) in _UNSIGNED:
         # equality compared unsigned: TVM's simplifier folds `x == INT32_MIN` to false
-        a, b = tir.reinterpret(_UNSIGNED[dt(a)], a), tir.reinterpret(_UNSIGNED[dt(b)], b)
+        a, b = _unsigned(a), _unsigned(b)
     if direction == "NE":
         if _is_float(a):
             return tir.Or(tir.Or(M.isnan(a), M.isnan(b)), tir.NE(a, b))
