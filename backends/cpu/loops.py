@@ -117,7 +117,7 @@ class _Function:
 
     def region(self, region) -> list:
         """The kernels of a region, fused as a graph of its own."""
-        from passes.fusion import build_kernel_graph, partition
+        from xchip.passes.fusion import build_kernel_graph, partition
         graph = Graph(f"{self.name}_region", region)
         analysis, part = partition(graph, "O2", fused_attention=False)
         stmts = []

@@ -1,0 +1,182 @@
+"""Measuring one tuning candidate (a kernel group built with one schedule config) on the host,
+in a worker process, so that a candidate that crashes, hangs or computes garbage costs one
+trial and not the search.
+
+    m = measure(graph, group_name, config, level="O2", timeout=60)
+    m.status    # "ok" | "wrong" | "failed" | "timeout" | "crashed"
+    m.stats     # Stats(median_s, min_s, repeats) when ok
+
+The worker gets the optimized graph as IR text (the printer and parser round-trip exactly)
+and fuses it again, deterministically, to find the group by name: no IR objects cross the
+process boundary. It draws random non-zero inputs, computes the group's outputs with the
+reference executor, builds the candidate (lower -> schedule with `config` -> LLVM), checks
+every output against the reference (a candidate that is fast and wrong is rejected), then
+times it: warm-up calls, then `repeats` timed calls whose inputs rotate over enough copies
+to overflow the last-level cache, so a small kernel is not timed on cache-hot data.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+STATUSES = ("ok", "wrong", "failed", "timeout", "crashed")
+ROTATE_BYTES = 64 << 20          # input copies cycled through per timed call: past any L3 here
+
+
+@dataclass(frozen=True)
+class Stats:
+    median_s: float
+    min_s: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Measurement:
+    status: str                    # one of STATUSES
+    stats: Stats | None = None
+    reason: str = ""               # why not ok
+    compile_s: float = 0.0
+    error: dict = field(default_factory=dict)   # the correctness check: max_abs_error, max_rel_error
+
+
+def measure(graph, group_name: str, config: dict | None, *, level: str = "O2", timeout: float = 60.0,
+            repeats: int = 20, min_seconds: float = 0.05, seed: int | None = None) -> Measurement:
+    """Build and time `config` for the group named `group_name` of `graph`'s kernel graph
+    (fused at `level` for the host) in a fresh worker process."""
+    from xchip.ir.printer import print_graph
+    seed = int(np.random.SeedSequence().entropy % 2 ** 32) if seed is None else seed
+    result = run_isolated(_run, (print_graph(graph), group_name, config, level, repeats, min_seconds, seed), timeout)
+    stats = result.pop("stats", None)
+    return Measurement(stats=Stats(**stats) if stats else None, **result)
+
+
+def run_isolated(fn, args: tuple, timeout: float) -> dict:
+    """fn(*args) -> dict, in a fresh process (spawned: no inherited thread pools). A hang
+    gives {"status": "timeout"}, a dead process {"status": "crashed"}, an exception
+    {"status": "failed"}, each with a reason."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(child, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout):
+            return {"status": "timeout", "reason": f"no result within {timeout:g} s"}
+        return parent.recv()
+    except EOFError:
+        proc.join(5)
+        code = proc.exitcode
+        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return {"status": "crashed", "reason": f"the worker died ({why})"}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        parent.close()
+
+
+def kernel_graph_of(graph, level: str):
+    """The host's kernel graph of an optimized graph (fusion as the CPU target does it)."""
+    from xchip.passes.fusion import build_kernel_graph, partition
+    from xchip.targets import capabilities_of
+    analysis, part = partition(graph, level, capabilities_of("cpu").fused_attention)
+    return build_kernel_graph(graph, analysis, part)
+
+
+def _worker(conn, fn, args) -> None:
+    try:
+        conn.send(fn(*args))
+    except Exception as e:  # noqa: BLE001 - whatever the candidate does, the search goes on
+        lines = str(e).strip().splitlines()
+        conn.send({"status": "failed", "reason": f"{type(e).__name__}: {lines[-1] if lines else ''}"})
+    finally:
+        conn.close()
+
+
+def _run(text, group_name, config, level, repeats, min_seconds, seed) -> dict:
+    from xchip.backends.cpu.executable import _device_view, _schedule
+    from xchip.backends.cpu.lower import LoweringError, build
+    from xchip.ir.parser import parse_graph
+    from xchip.runtime import reference
+    from xchip.targets import get
+
+    target = get("cpu")
+    group = next((g for g in kernel_graph_of(parse_graph(text), level).groups if g.name == group_name), None)
+    if group is None:
+        return {"status": "failed", "reason": f"no kernel group {group_name} at {level}"}
+    rng = np.random.default_rng(seed)
+    env = {v: random_array(v.type, rng) for v in group.inputs}
+    expected = reference.evaluate_ops(group.ops, env)
+    start = time.perf_counter()
+    try:
+        mod, params = _schedule(group, config, target)
+        fn = build(mod, target)[group.name]
+    except LoweringError as e:
+        return {"status": "failed", "reason": f"does not lower: {e}"}
+    compile_s = time.perf_counter() - start
+    n_in = len(params) - len(group.outputs)
+    outputs = [np.zeros(v.type.shape, v.type.dtype.numpy) for v in params[n_in:]]
+    inputs = [np.ascontiguousarray(env[v]) for v in params[:n_in]]
+    fn(*[_device_view(a) for a in inputs + outputs])
+    wrong, error = check_outputs(outputs, [expected[v] for v in params[n_in:]])
+    if wrong:
+        return {"status": "wrong", "reason": wrong, "compile_s": compile_s, "error": error}
+    stats = _time(fn, inputs, outputs, repeats, min_seconds)
+    return {"status": "ok", "stats": stats, "compile_s": compile_s, "error": error}
+
+
+def check_outputs(actual: list[np.ndarray], expected: list[np.ndarray]) -> tuple[str, dict]:
+    """("", worst errors) when every output matches the reference, else (why, errors).
+    Schedules sum in different orders, so floats compare within a tolerance scaled by the
+    output's magnitude; integers and bools exactly."""
+    from xchip.numerics import compare
+    worst = {"max_abs_error": 0.0, "max_rel_error": 0.0}
+    for k, (got, want) in enumerate(zip(actual, expected)):
+        rtol, atol = _TOLERANCE.get(np.dtype(want.dtype).name, (None, None))
+        scale = float(np.max(np.abs(want.astype(np.float64)), initial=0.0)) if atol is not None else 0.0
+        c = compare(got, want, rtol, None if atol is None else atol * max(1.0, scale))
+        worst = {"max_abs_error": max(worst["max_abs_error"], c.max_abs_error),
+                 "max_rel_error": max(worst["max_rel_error"], c.max_rel_error)}
+        if not c.ok:
+            return f"output {k} ({want.dtype}{list(want.shape)}): {c}", worst
+    return "", worst
+
+
+_TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12), "bfloat16": (3e-2, 1e-2),
+              "float16": (5e-3, 1e-3)}
+
+
+def random_array(t, rng: np.random.Generator) -> np.ndarray:
+    """Non-zero values of the type's dtype: normal floats, small integers, random bools."""
+    dt = np.dtype(t.dtype.numpy)
+    if dt.kind == "b":
+        return rng.integers(0, 2, t.shape).astype(bool)
+    if dt.kind in "iu":
+        return rng.integers(1, 8, t.shape).astype(dt)
+    return rng.standard_normal(t.shape).astype(dt)
+
+
+def _time(fn, inputs, outputs, repeats: int, min_seconds: float) -> dict:
+    from xchip.backends.cpu.executable import _device_view
+    nbytes = sum(a.nbytes for a in inputs) or 1
+    copies = max(1, min(64, ROTATE_BYTES // nbytes))
+    sets = [[_device_view(a.copy()) for a in inputs] for _ in range(copies)]
+    outs = [_device_view(a) for a in outputs]
+    for args in sets[:3]:                                   # warm-up (thread pool, page faults)
+        fn(*args, *outs)
+    times = []
+    deadline = time.perf_counter() + min_seconds
+    k = 0
+    while len(times) < repeats or time.perf_counter() < deadline:
+        args = sets[k % copies]
+        t0 = time.perf_counter()
+        fn(*args, *outs)
+        times.append(time.perf_counter() - t0)
+        k += 1
+        if len(times) >= 10 * repeats:
+            break
+    return {"median_s": float(np.median(times)), "min_s": float(min(times)), "repeats": len(times)}
