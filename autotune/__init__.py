@@ -1,1 +1,3 @@
-"""Autotuning: search spaces, strategies, tuning database (imported as `xchip.autotune`). Nothing here yet: it arrives with the autotuner issue."""
+"""Autotuning (imported as `xchip.autotune`): `db` is the tuning database that keeps every config
+tried per kernel, target and toolchain, with its timings; `search` and `measure` find and time
+candidates."""

@@ -4,7 +4,7 @@ trial and not the search.
 
     m = measure(graph, group_name, config, level="O2", timeout=60)
     m.status    # "ok" | "wrong" | "failed" | "timeout" | "crashed"
-    m.stats     # Stats(median_s, min_s, repeats) when ok
+    m.stats     # db.Stats (median, min, stdev, repeats) when ok
 
 The worker gets the optimized graph as IR text (the printer and parser round-trip exactly)
 and fuses it again, deterministically, to find the group by name: no IR objects cross the
@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .db import Stats
+
 STATUSES = ("ok", "wrong", "failed", "timeout", "crashed")
 ROTATE_BYTES = 64 << 20          # input copies cycled through per timed call: past any L3 here
-
-
-@dataclass(frozen=True)
-class Stats:
-    median_s: float
-    min_s: float
-    repeats: int
 
 
 @dataclass(frozen=True)
@@ -179,4 +174,4 @@ def _time(fn, inputs, outputs, repeats: int, min_seconds: float) -> dict:
         k += 1
         if len(times) >= 10 * repeats:
             break
-    return {"median_s": float(np.median(times)), "min_s": float(min(times)), "repeats": len(times)}
+    return asdict(Stats.from_times(times))

@@ -2,6 +2,7 @@
 
     xchip compile FILE.py:NAME --args 'f32[64,256],bf16[256,512]' --target cpu[,h800,...] [--run] [--estimate]
     xchip targets [show NAME | compare A B ...]
+    xchip db [ls | show KEY_PREFIX | export FILE | import FILE | prune ...]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import XchipError
+from .db_cli import register as register_db_command
 from .targets.commands import register as register_targets_command
 
 
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the cost model's (modeled) time per kernel on each target")
     c.set_defaults(handler=_cmd_compile)
     register_targets_command(sub)
+    register_db_command(sub)
     return parser
 
 
