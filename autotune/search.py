@@ -61,17 +61,22 @@ class SearchResult:
 
 def search(space: SearchSpace, evaluate: Callable[[dict], float | None], *, budget: Budget = Budget(),
            rank: Callable[[list[dict]], list[float]] | None = None, tried: Iterable[str] = (),
+           start: Iterable[dict] = (),
            seed_count: int = 8, population: int = 8, rng: random.Random | None = None,
            progress: Callable[[SearchResult], None] | None = None) -> SearchResult:
     """Search `space` with `evaluate`. `rank` gives a predicted time per config (lower is
     better: the cost model); `tried` holds config keys already measured (a resumed search
-    skips them); `progress` is called after every trial."""
+    skips them); `start` configs (the backend's heuristic default) are measured first, so the
+    search never ends worse than the default; `progress` is called after every trial."""
     rng = rng or random.Random(0)
     legal = list(space)
     done = set(tried)
     if rank is not None and legal:
         scores = rank(legal)
         legal = [c for _, _, c in sorted(zip(scores, range(len(legal)), legal), key=lambda x: x[:2])]
+    first = [dict(c) for c in start if space.is_legal(c)]
+    firsts = {config_key(c) for c in first}
+    legal = first + [c for c in legal if config_key(c) not in firsts]
     fits = budget.trials is None or len(legal) <= budget.trials
     result = SearchResult("exhaustive" if fits else "evolutionary")
     run = _Run(result, evaluate, budget, done, progress)

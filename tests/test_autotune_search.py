@@ -84,3 +84,10 @@ def test_evolution_without_a_ranking_still_improves_on_its_seeds():
     result = search(big_space(), bowl, budget=Budget(trials=300, patience=None), rng=random.Random(3))
     seeds = [t.seconds for t in result.trials[:8]]
     assert result.strategy == "evolutionary" and result.best_time < min(seeds)
+
+
+def test_start_configs_are_measured_first_and_illegal_ones_skipped():
+    seen = []
+    start = [{"a": 4, "b": 32}, {"a": 2, "b": 16}]          # the first breaks a * b <= 64
+    search(small_space(), lambda c: seen.append(c) or 1.0, budget=Budget(trials=100, patience=None), start=start)
+    assert seen[0] == {"a": 2, "b": 16} and {"a": 4, "b": 32} not in seen and len(seen) == 8

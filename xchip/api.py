@@ -80,8 +80,11 @@ class Compiled:
         self._expected_dtypes = [np.dtype(aval.dtype) for aval in traced.in_avals]
         self._program = None
         if self.runner == "compiled":
+            from .autotune.tune import tuned_configs
             from .backends.cpu import CpuProgram
-            self._program = CpuProgram(self.kernel_graph, self.memory_plan, targets.get(HOST))
+            # a tuned config where the tuning database has one for this kernel on this host
+            self._program = CpuProgram(self.kernel_graph, self.memory_plan, targets.get(HOST),
+                                       configs=tuned_configs(self.kernel_graph))
             backends = {k.group.name: k.backend for k in self._program.kernels}
         else:
             backends = {g.name: "none" for g in self.kernel_graph.groups}

@@ -3,6 +3,7 @@
     xchip compile FILE.py:NAME --args 'f32[64,256],bf16[256,512]' --target cpu[,h800,...] [--run] [--estimate]
     xchip targets [show NAME | compare A B ...]
     xchip db [ls | show KEY_PREFIX | export FILE | import FILE | prune ...]
+    xchip autotune FILE.py:NAME --args SPEC [--budget 40 | 5m] [--kernels NAME,...]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import XchipError
+from .autotune_cli import register_autotune_command
 from .db_cli import register as register_db_command
 from .targets.commands import register as register_targets_command
 
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=_cmd_compile)
     register_targets_command(sub)
     register_db_command(sub)
+    register_autotune_command(sub)
     return parser
 
 

@@ -1,0 +1,101 @@
+"""Tuning kernel groups on the host and finding their tuned configs again.
+
+    results = tune(lowered, db=TuningDB(), budget=Budget(trials=32))   # measure, record, search
+    configs = tuned_configs(kernel_graph, db)                          # what compile uses
+
+A group is tuned under its key: the group's structure hash, input shapes and dtypes
+(`backends.cpu.tuning.signature`), the target SKU (`cpu:<llvm cpu name>`) and the backend's
+toolchain (`tvm-llvm <tvm version>`), so a tuning found for one program serves every program
+with the same kernel on the same machine and toolchain, and nothing else. Every candidate's
+outcome (timings, or why it failed or was wrong) is recorded as it comes, so a killed tuning
+run resumes where it stopped: configs already tried are not measured again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .db import KernelKey, Record, TuningDB
+from .measure import measure
+from .search import Budget, SearchResult, search
+
+
+@dataclass
+class GroupResult:
+    name: str
+    default_s: float | None          # median of the default (untuned) schedule; None if it failed
+    best: Record | None              # the database's best measured config after the search
+    search: SearchResult | None      # None: nothing to tune
+
+    @property
+    def speedup(self) -> float | None:
+        if self.best is None or self.default_s is None or self.best.stats is None:
+            return None
+        return self.default_s / self.best.stats.median_s
+
+
+def host_identity() -> tuple[str, str]:
+    """(target SKU, backend and toolchain) the host's tunings are stored under."""
+    import tvm
+
+    from xchip.backends.cpu.lower import host_mcpu
+    return f"cpu:{host_mcpu()}", f"tvm-llvm {tvm.__version__}"
+
+
+def kernel_key(group) -> KernelKey:
+    from xchip.backends.cpu.tuning import signature
+    return KernelKey(signature(group), ";".join(str(list(v.type.shape)) for v in group.inputs),
+                     ";".join(v.type.dtype.name for v in group.inputs))
+
+
+def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: str = "O2",
+         timeout: float = 120.0, groups: list[str] | None = None,
+         progress: Callable[[str, SearchResult], None] | None = None) -> list[GroupResult]:
+    """Tune every kernel group of `lowered` (an `xchip.jit(...).lower(...)` for the CPU) that
+    has knobs, or those named in `groups`."""
+    from xchip.backends.cpu.tuning import search_space
+    from xchip.targets import get
+
+    target = get("cpu")
+    sku, versions = host_identity()
+    results = []
+    for group in lowered.kernel_graph.groups:
+        if groups is not None and group.name not in groups:
+            continue
+        space, default_config = search_space(group, target)
+        default = measure(lowered.graph, group.name, None, level=level, timeout=timeout)
+        default_s = default.stats.median_s if default.status == "ok" else None
+        if space is None:
+            results.append(GroupResult(group.name, default_s, None, None))
+            continue
+        key = kernel_key(group)
+
+        def evaluate(config, group=group, key=key):
+            m = measure(lowered.graph, group.name, config, level=level, timeout=timeout)
+            status = "ok" if m.status == "ok" else ("wrong" if m.status == "wrong" else "failed")
+            db.record(key, sku, versions, config, m.stats, "measured", status, m.reason)
+            return m.stats.median_s if m.status == "ok" else None
+
+        found = search(space, evaluate, budget=budget, tried=db.tried(key, sku, versions),
+                       start=[default_config] if default_config else (),
+                       progress=(lambda r, name=group.name: progress(name, r)) if progress else None)
+        results.append(GroupResult(group.name, default_s, db.best(key, sku, versions), found))
+    return results
+
+
+def tuned_configs(kernel_graph, db: TuningDB | None = None) -> dict[str, dict]:
+    """The best measured config of each group the database knows on this host (group name ->
+    config); empty when there is no database yet."""
+    from .db import default_path
+    if db is None:
+        if not default_path().exists():
+            return {}
+        db = TuningDB(create=False)
+    sku, versions = host_identity()
+    out = {}
+    for group in kernel_graph.groups:
+        best = db.best(kernel_key(group), sku, versions)
+        if best is not None:
+            out[group.name] = best.config
+    return out

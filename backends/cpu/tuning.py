@@ -1,0 +1,54 @@
+"""What the autotuner may vary for one kernel group on the CPU: its search space, for the
+group's own shape (a matmul's tile sizes depend on M, N, K), and the key it is tuned under.
+
+    space, default = search_space(group, target)    # None, None: nothing to tune (loops, dynamic slices, copies)
+    signature(group)                       # stable across programs and processes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from xchip.ir.kernel_graph import KernelGroup
+from xchip.ir.printer import print_op
+from xchip.knobs import SearchSpace
+
+
+def search_space(group: KernelGroup, target) -> tuple[SearchSpace | None, dict | None]:
+    """The group's knobs and the heuristic default config among them (what runs untuned)."""
+    from . import loops, schedules, te_dynamic
+    from .lower import lower_group
+    if group.kind == "opaque" or loops.lowers(group) or te_dynamic.lowers(group):
+        return None, None
+    lowered = lower_group(group)
+    if group.kind != "matmul":
+        space = schedules.search_space(group.kind)
+        default = schedules.default_config(lowered, target)
+        return space, {k.name: default[k.name] for k in space.knobs if k.name in default}
+    from tvm import s_tir
+
+    from .matmul_schedule import _analyze, default_matmul_config, matmul_space
+    shape = _analyze(s_tir.Schedule(lowered.func), lowered.matmul)
+    M, N, K, batch = shape.sizes
+    return matmul_space(M, N, K, batch, shape.acc, target), default_matmul_config(M, N, K, batch, shape.acc, target)
+
+
+_LOC = re.compile(r' loc\(.*\)$', re.M)
+
+
+def signature(group: KernelGroup) -> str:
+    """A hash of what the group computes: its ops (names, attributes, types, regions; not
+    source locations) over its inputs' types, in order. Two programs with the same kernel
+    share tunings."""
+    numbering = {v: f"in{k}" for k, v in enumerate(group.inputs)}
+    lines = [f"{group.kind} " + ",".join(str(v.type) for v in group.inputs)]
+    for op in group.ops:
+        for k, r in enumerate(op.results):
+            numbering.setdefault(r, f"v{len(numbering)}_{k}")
+        operands = ",".join(numbering.get(v, "?") for v in op.operands)
+        lines.append(f"{operands} -> {_LOC.sub('', print_op(op))}")
+    lines.append("out " + ",".join(numbering.get(v, "?") for v in group.outputs))
+    text = "\n".join(lines)
+    text = re.sub(r"%\d+", "%", text)       # value numbers of the whole program
+    return hashlib.sha256(text.encode()).hexdigest()[:24]

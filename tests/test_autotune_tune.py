@@ -1,0 +1,57 @@
+"""Tuning a program's kernels on the host (autotune/tune.py): candidates measured and
+recorded as they come, a resumed run skips what was tried, and compiling afterwards uses the
+best config without tuning."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import xchip
+from xchip.autotune.db import TuningDB
+from xchip.autotune.search import Budget
+from xchip.autotune.tune import host_identity, kernel_key, tune, tuned_configs
+
+
+def _dense(x, w, b):
+    return jnp.tanh(x @ w + b)
+
+
+@pytest.fixture
+def lowered(tmp_path, monkeypatch):
+    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng()
+    args = (rng.standard_normal((40, 64)).astype(np.float32), rng.standard_normal((64, 48)).astype(np.float32),
+            rng.standard_normal(48).astype(np.float32))
+    return xchip.jit(_dense, target="cpu").lower(*args), args
+
+
+def test_tuning_records_every_trial_resumes_and_compile_uses_the_best(lowered, tmp_path):
+    low, args = lowered
+    db = TuningDB(tmp_path / "tuning.db")
+    first = tune(low, db=db, budget=Budget(trials=3, patience=None))
+    (matmul,) = [r for r in first if r.search is not None]
+    assert len(matmul.search.trials) == 3 and matmul.default_s > 0
+    group = next(g for g in low.kernel_graph.groups if g.name == matmul.name)
+    sku, versions = host_identity()
+    tried = db.tried(kernel_key(group), sku, versions)
+    assert len(tried) == 3 and matmul.best is not None
+
+    second = tune(low, db=db, budget=Budget(trials=2, patience=None), groups=[matmul.name])
+    assert len(db.tried(kernel_key(group), sku, versions)) == 5      # two new ones, none repeated
+    best = second[0].best
+
+    configs = tuned_configs(low.kernel_graph, db)
+    assert configs == {matmul.name: best.config}
+    compiled = low.compile()                          # finds the database in XCHIP_CACHE_DIR
+    kernel = next(k for k in compiled._program.kernels if k.group.name == matmul.name)
+    assert kernel.config == best.config
+    np.testing.assert_allclose(np.asarray(compiled(*args)), np.tanh(args[0].astype(np.float64) @ args[1] + args[2]),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_without_a_database_compile_uses_the_defaults(lowered, tmp_path):
+    low, _ = lowered
+    assert tuned_configs(low.kernel_graph) == {}
+    assert not (tmp_path / "tuning.db").exists()       # looking up creates nothing
