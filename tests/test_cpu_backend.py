@@ -139,3 +139,17 @@ def test_integer_division_by_constants_compiles(rng, fn):
         warnings.simplefilter("error", FallbackWarning)
         got = xchip.jit(fn, target="cpu")(x)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(jax.jit(fn)(x)))
+
+
+def test_a_config_that_does_not_apply_falls_back_to_the_default_schedule(rng):
+    """A tuning database entry from an older schedule must not cost compiled code."""
+    from xchip.backends.cpu import CpuProgram
+    from xchip.targets import get
+    x = rng.standard_normal((16, 32)).astype(np.float32)
+    compiled = xchip.jit(lambda x: jnp.tanh(x) * 2.0, target="cpu").lower(x).compile()
+    (name,) = [g.name for g in compiled.kernel_graph.groups]
+    with pytest.warns(UserWarning, match="does not apply"):
+        program = CpuProgram(compiled.kernel_graph, compiled.memory_plan, get("cpu"),
+                             configs={name: {"vector": 3, "stale_knob": 1}})
+    assert program.kernels[0].backend == BACKEND_COMPILED and program.kernels[0].config is None
+    np.testing.assert_allclose(program([x])[0], np.tanh(x) * 2.0, rtol=1e-6, atol=1e-6)

@@ -103,8 +103,18 @@ class CpuProgram:
             if progress:
                 progress(f"[{i + 1}/{len(kernel_graph.groups)}] {group.name}")
             start = time.perf_counter()
+            config = configs.get(group.name)
             try:
-                mod, params = _schedule(group, configs.get(group.name), target)
+                try:
+                    mod, params = _schedule(group, config, target)
+                except Exception as e:  # noqa: BLE001 - a stale tuned config must not cost compiled code
+                    if config is None or isinstance(e, LoweringError):
+                        raise
+                    warnings.warn(f"{group.name}: tuned config {config} does not apply ({type(e).__name__}: "
+                                  f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
+                                  "using the default schedule", stacklevel=3)
+                    config = None
+                    mod, params = _schedule(group, None, target)
                 lib, hit = load_or_build(mod, llvm, lambda m: build(m, target))
             except LoweringError as e:
                 self.kernels.append(Kernel(group, BACKEND_REFERENCE, [], reason=str(e)))
@@ -115,7 +125,7 @@ class CpuProgram:
                                            reason=f"TVM could not schedule or build it ({type(e).__name__}: {first})"))
                 continue
             self.kernels.append(Kernel(group, BACKEND_COMPILED, params,
-                                       lib[group.name], config=configs.get(group.name), from_cache=hit,
+                                       lib[group.name], config=config, from_cache=hit,
                                        compile_s=time.perf_counter() - start))
         fallback = [k for k in self.kernels if k.backend == BACKEND_REFERENCE]
         if fallback:
