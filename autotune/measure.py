@@ -6,7 +6,7 @@ trial and not the search.
     m.status    # "ok" | "wrong" | "failed" | "timeout" | "crashed"
     m.stats     # db.Stats (median, min, stdev, repeats) when ok
 
-The worker gets the optimized graph as IR text (the printer and parser round-trip exactly)
+The worker (a fresh interpreter, `worker.py`) gets the optimized graph as IR text (the printer and parser round-trip exactly)
 and fuses it again, deterministically, to find the group by name: no IR objects cross the
 process boundary. It draws random non-zero inputs, computes the group's outputs with the
 reference executor, builds the candidate (lower -> schedule with `config` -> LLVM), checks
@@ -17,7 +17,11 @@ to overflow the last-level cache, so a small kernel is not timed on cache-hot da
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -50,28 +54,27 @@ def measure(graph, group_name: str, config: dict | None, *, level: str = "O2", t
 
 
 def run_isolated(fn, args: tuple, timeout: float) -> dict:
-    """fn(*args) -> dict, in a fresh process (spawned: no inherited thread pools). A hang
-    gives {"status": "timeout"}, a dead process {"status": "crashed"}, an exception
-    {"status": "failed"}, each with a reason."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(child, fn, args), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(timeout):
-            return {"status": "timeout", "reason": f"no result within {timeout:g} s"}
-        return parent.recv()
-    except EOFError:
-        proc.join(5)
-        code = proc.exitcode
-        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        return {"status": "crashed", "reason": f"the worker died ({why})"}
-    finally:
-        if proc.is_alive():
+    """fn(*args) -> dict, in a fresh interpreter (`autotune/worker.py`; fn must be importable
+    by name). A hang gives {"status": "timeout"}, a dead process {"status": "crashed"}, an
+    exception {"status": "failed"}, each with a reason."""
+    payload = pickle.dumps((list(sys.path), pickle.dumps((fn, args))))
+    with tempfile.TemporaryDirectory(prefix="xchip-measure-") as tmp:
+        result_path = os.path.join(tmp, "result.pickle")
+        proc = subprocess.Popen([sys.executable, "-m", "xchip.autotune.worker", result_path],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _, err = proc.communicate(payload, timeout=timeout)
+        except subprocess.TimeoutExpired:
             proc.kill()
-        proc.join(5)
-        parent.close()
+            proc.communicate()
+            return {"status": "timeout", "reason": f"no result within {timeout:g} s"}
+        if proc.returncode != 0 or not os.path.exists(result_path):
+            code = proc.returncode
+            why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
+            return {"status": "crashed", "reason": f"the worker died ({why})" + (f": {tail[0]}" if tail else "")}
+        with open(result_path, "rb") as f:
+            return pickle.load(f)
 
 
 def kernel_graph_of(graph, level: str):
@@ -80,16 +83,6 @@ def kernel_graph_of(graph, level: str):
     from xchip.targets import capabilities_of
     analysis, part = partition(graph, level, capabilities_of("cpu").fused_attention)
     return build_kernel_graph(graph, analysis, part)
-
-
-def _worker(conn, fn, args) -> None:
-    try:
-        conn.send(fn(*args))
-    except Exception as e:  # noqa: BLE001 - whatever the candidate does, the search goes on
-        lines = str(e).strip().splitlines()
-        conn.send({"status": "failed", "reason": f"{type(e).__name__}: {lines[-1] if lines else ''}"})
-    finally:
-        conn.close()
 
 
 def _run(text, group_name, config, level, repeats, min_seconds, seed) -> dict:

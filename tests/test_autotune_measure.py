@@ -78,3 +78,20 @@ def test_wrong_numbers_are_rejected_sum_order_is_not():
     assert "output 0" in why and error["max_abs_error"] >= 0.5
     ints = np.arange(6, dtype=np.int32)
     assert check_outputs([ints + (ints == 5)], [ints])[0]
+
+
+def test_measuring_from_a_script_without_a_main_guard(tmp_path):
+    """The worker is a fresh interpreter: the caller's script is not imported again (with
+    multiprocessing's spawn it was, and every candidate 'crashed')."""
+    import subprocess
+    import sys
+    script = tmp_path / "tune_me.py"
+    script.write_text(
+        "import numpy as np, jax.numpy as jnp, xchip\n"
+        "from xchip.autotune.measure import measure\n"
+        "x = np.ones((8, 16), np.float32)\n"
+        "low = xchip.jit(lambda x: jnp.tanh(x) + 1.0, target='cpu').lower(x)\n"
+        "print(measure(low.graph, low.kernel_graph.groups[0].name, None, timeout=300).status)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "ok", r.stderr[-2000:]
