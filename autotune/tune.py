@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from xchip.knobs import config_key
+
 from .db import KernelKey, Record, TuningDB
 from .measure import measure
 from .search import Budget, SearchResult, search
@@ -63,11 +65,11 @@ def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: st
     for group in lowered.kernel_graph.groups:
         if groups is not None and group.name not in groups:
             continue
-        space, default_config = search_space(group, target)
-        default = measure(lowered.graph, group.name, None, level=level, timeout=timeout)
-        default_s = default.stats.median_s if default.status == "ok" else None
+        space, starts = search_space(group, target)
         if space is None:
-            results.append(GroupResult(group.name, default_s, None, None))
+            default = measure(lowered.graph, group.name, None, level=level, timeout=timeout)
+            results.append(GroupResult(group.name, default.stats.median_s if default.status == "ok" else None,
+                                       None, None))
             continue
         key = kernel_key(group)
 
@@ -78,8 +80,13 @@ def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: st
             return m.stats.median_s if m.status == "ok" else None
 
         found = search(space, evaluate, budget=budget, tried=db.tried(key, sku, versions),
-                       start=[default_config] if default_config else (),
+                       start=starts,
                        progress=(lambda r, name=group.name: progress(name, r)) if progress else None)
+        # the default is the search's first candidate: its time comes from the same kind of
+        # run as every other (and from the database when an earlier run measured it)
+        default_key = config_key(starts[0]) if starts else None
+        default_s = next((r.stats.median_s for r in db.records(key, sku, versions, source="measured", status="ok")
+                          if r.config_key == default_key), None)
         results.append(GroupResult(group.name, default_s, db.best(key, sku, versions), found))
     return results
 

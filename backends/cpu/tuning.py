@@ -1,7 +1,7 @@
 """What the autotuner may vary for one kernel group on the CPU: its search space, for the
 group's own shape (a matmul's tile sizes depend on M, N, K), and the key it is tuned under.
 
-    space, default = search_space(group, target)    # None, None: nothing to tune (loops, dynamic slices, copies)
+    space, starts = search_space(group, target)   # None, []: nothing to tune (loops, dynamic slices, copies)
     signature(group)                       # stable across programs and processes
 """
 
@@ -15,23 +15,30 @@ from xchip.ir.printer import print_op
 from xchip.knobs import SearchSpace
 
 
-def search_space(group: KernelGroup, target) -> tuple[SearchSpace | None, dict | None]:
-    """The group's knobs and the heuristic default config among them (what runs untuned)."""
+def search_space(group: KernelGroup, target) -> tuple[SearchSpace | None, list[dict]]:
+    """The group's knobs, and the configs a search should measure first: the heuristic
+    default (what runs untuned), then structurally different neighbours of it that local
+    mutation reaches slowly (for a matmul: K blocking and the other parallel split)."""
     from . import loops, schedules, te_dynamic
     from .lower import lower_group
     if group.kind == "opaque" or loops.lowers(group) or te_dynamic.lowers(group):
-        return None, None
+        return None, []
     lowered = lower_group(group)
     if group.kind != "matmul":
         space = schedules.search_space(group.kind)
         default = schedules.default_config(lowered, target)
-        return space, {k.name: default[k.name] for k in space.knobs if k.name in default}
+        return space, [{k.name: default[k.name] for k in space.knobs if k.name in default}]
     from tvm import s_tir
 
     from .matmul_schedule import _analyze, default_matmul_config, matmul_space
     shape = _analyze(s_tir.Schedule(lowered.func), lowered.matmul)
     M, N, K, batch = shape.sizes
-    return matmul_space(M, N, K, batch, shape.acc, target), default_matmul_config(M, N, K, batch, shape.acc, target)
+    space = matmul_space(M, N, K, batch, shape.acc, target)
+    default = default_matmul_config(M, N, K, batch, shape.acc, target)
+    other = "m" if default["parallel"] == "n" else "n"
+    variants = [dict(default, parallel=other)] + [dict(default, kc=kc, parallel=p) for kc in (256, 512)
+                                                  for p in (default["parallel"], other)]
+    return space, [default] + [v for v in variants if space.is_legal(v)]
 
 
 _LOC = re.compile(r' loc\(.*\)$', re.M)
