@@ -94,15 +94,24 @@ def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: st
 def tuned_configs(kernel_graph, db: TuningDB | None = None) -> dict[str, dict]:
     """The best measured config of each group the database knows on this host (group name ->
     config); empty when there is no database yet."""
+    import warnings
+
+    from xchip.errors import XchipError
+
     from .db import default_path
-    if db is None:
-        if not default_path().exists():
-            return {}
-        db = TuningDB(create=False)
-    sku, versions = host_identity()
-    out = {}
-    for group in kernel_graph.groups:
-        best = db.best(kernel_key(group), sku, versions)
-        if best is not None:
-            out[group.name] = best.config
-    return out
+    try:
+        if db is None:
+            if not default_path().exists():
+                return {}
+            db = TuningDB(create=False)
+        sku, versions = host_identity()
+        out = {}
+        for group in kernel_graph.groups:
+            best = db.best(kernel_key(group), sku, versions)
+            if best is not None:
+                out[group.name] = best.config
+        return out
+    except XchipError as e:
+        # a damaged or newer database must not stop a program from compiling
+        warnings.warn(f"tuning database not used: {e}; compiling with default schedules", stacklevel=2)
+        return {}

@@ -55,3 +55,14 @@ def test_without_a_database_compile_uses_the_defaults(lowered, tmp_path):
     low, _ = lowered
     assert tuned_configs(low.kernel_graph) == {}
     assert not (tmp_path / "tuning.db").exists()       # looking up creates nothing
+
+
+def test_a_damaged_database_warns_and_compiles_with_defaults(lowered, tmp_path):
+    low, args = lowered
+    (tmp_path / "tuning.db").write_bytes(b"not a database at all" * 100)
+    with pytest.warns(UserWarning, match="tuning database not used"):
+        compiled = low.compile()
+    assert all(k.config is None for k in compiled._program.kernels)
+    assert (tmp_path / "tuning.db").read_bytes() == b"not a database at all" * 100     # left as it was
+    np.testing.assert_allclose(np.asarray(compiled(*args)), np.tanh(args[0].astype(np.float64) @ args[1] + args[2]),
+                               rtol=1e-5, atol=1e-5)
