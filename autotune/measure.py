@@ -86,7 +86,7 @@ def kernel_graph_of(graph, level: str):
 
 
 def _run(text, group_name, config, level, repeats, min_seconds, seed) -> dict:
-    from xchip.backends.cpu.executable import _device_view, _schedule
+    from xchip.backends.cpu.executable import device_view, schedule_kernel
     from xchip.backends.cpu.lower import LoweringError, build
     from xchip.ir.parser import parse_graph
     from xchip.runtime import reference
@@ -101,7 +101,7 @@ def _run(text, group_name, config, level, repeats, min_seconds, seed) -> dict:
     expected = reference.evaluate_ops(group.ops, env)
     start = time.perf_counter()
     try:
-        mod, params = _schedule(group, config, target)
+        mod, params = schedule_kernel(group, config, target)
         fn = build(mod, target)[group.name]
     except LoweringError as e:
         return {"status": "failed", "reason": f"does not lower: {e}"}
@@ -109,7 +109,7 @@ def _run(text, group_name, config, level, repeats, min_seconds, seed) -> dict:
     n_in = len(params) - len(group.outputs)
     outputs = [np.zeros(v.type.shape, v.type.dtype.numpy) for v in params[n_in:]]
     inputs = [np.ascontiguousarray(env[v]) for v in params[:n_in]]
-    fn(*[_device_view(a) for a in inputs + outputs])
+    fn(*[device_view(a) for a in inputs + outputs])
     wrong, error = check_outputs(outputs, [expected[v] for v in params[n_in:]])
     if wrong:
         return {"status": "wrong", "reason": wrong, "compile_s": compile_s, "error": error}
@@ -149,11 +149,11 @@ def random_array(t, rng: np.random.Generator) -> np.ndarray:
 
 
 def _time(fn, inputs, outputs, repeats: int, min_seconds: float) -> dict:
-    from xchip.backends.cpu.executable import _device_view
+    from xchip.backends.cpu.executable import device_view
     nbytes = sum(a.nbytes for a in inputs) or 1
     copies = max(1, min(64, ROTATE_BYTES // nbytes))
-    sets = [[_device_view(a.copy()) for a in inputs] for _ in range(copies)]
-    outs = [_device_view(a) for a in outputs]
+    sets = [[device_view(a.copy()) for a in inputs] for _ in range(copies)]
+    outs = [device_view(a) for a in outputs]
     for args in sets[:3]:                                   # warm-up (thread pool, page faults)
         fn(*args, *outs)
     times = []

@@ -13,6 +13,7 @@ run resumes where it stopped: configs already tried are not measured again.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +38,7 @@ class GroupResult:
         return self.default_s / self.best.stats.median_s
 
 
+@functools.lru_cache(maxsize=None)
 def host_identity() -> tuple[str, str]:
     """(target SKU, backend and toolchain) the host's tunings are stored under."""
     import tvm

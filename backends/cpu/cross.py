@@ -346,11 +346,11 @@ def _value_array(value, env: dict) -> np.ndarray:
 def _host_build_problem(group, config) -> str | None:
     """None when the group schedules and builds for the host; else why not (a failure shared
     by every CPU target is the lowering's, not the cross-compiler's)."""
-    from .executable import _schedule
+    from .executable import schedule_kernel
     from .lower import build
 
     try:
-        build(_schedule(group, config, None)[0])
+        build(schedule_kernel(group, config, None)[0])
     except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[-1][:300]}"
     return None
@@ -369,13 +369,13 @@ def check_kernel_graph_under_qemu(kernel_graph, inputs: Sequence[np.ndarray], ou
     ({"f": (rtol, atol), "bf16": ..., "f16": ...}; integers must match exactly), `skipped`
     that the backend runs the group on the reference executor (the detail says why).
 
-    Kernels are made as the host's `CpuProgram` makes them (executable.py's `_schedule`,
+    Kernels are made as the host's `CpuProgram` makes them (executable.py's `schedule_kernel`,
     then `lower.build`); `target` is the xchip target they are scheduled for (a name is
     resolved with `xchip.targets.get`)."""
     from xchip import targets as xtargets
     from xchip.runtime import reference
 
-    from .executable import _schedule
+    from .executable import schedule_kernel
     from .lower import LoweringError
 
     tolerance = dict(DEFAULT_TOLERANCE, **(tolerance or {}))
@@ -393,7 +393,7 @@ def check_kernel_graph_under_qemu(kernel_graph, inputs: Sequence[np.ndarray], ou
         start = time.perf_counter()
         config = (configs or {}).get(group.name)
         try:
-            mod, params = _schedule(group, config, target_obj)
+            mod, params = schedule_kernel(group, config, target_obj)
         except LoweringError as e:
             results.append(GroupCheck(group.name, "skipped", f"runs on the reference executor: {e}"))
             continue

@@ -66,7 +66,7 @@ def _numpy_native(dtype: np.dtype) -> bool:
     return dtype.kind != "V" and dtype.type.__module__ == "numpy"
 
 
-def _device_view(a: np.ndarray):
+def device_view(a: np.ndarray):
     """What a compiled kernel takes for array `a`: the array itself, except for dtypes
     numpy cannot hand over through DLPack (bfloat16, float8), which travel as a TVM tensor
     view with the right dtype over the same memory."""
@@ -106,7 +106,7 @@ class CpuProgram:
             config = configs.get(group.name)
             try:
                 try:
-                    mod, params = _schedule(group, config, target)
+                    mod, params = schedule_kernel(group, config, target)
                 except Exception as e:  # noqa: BLE001 - a stale tuned config must not cost compiled code
                     if config is None or isinstance(e, LoweringError):
                         raise
@@ -114,7 +114,7 @@ class CpuProgram:
                                   f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
                                   "using the default schedule", stacklevel=3)
                     config = None
-                    mod, params = _schedule(group, None, target)
+                    mod, params = schedule_kernel(group, None, target)
                 lib, hit = load_or_build(mod, llvm, lambda m: build(m, target))
             except LoweringError as e:
                 self.kernels.append(Kernel(group, BACKEND_REFERENCE, [], reason=str(e)))
@@ -163,7 +163,7 @@ class CpuProgram:
                         _numpy_native(np.dtype(v.type.dtype.numpy)))
                        for v in dict.fromkeys(self._returned) if v not in self._not_written]
         self._inputs = [(v, _numpy_native(np.dtype(v.type.dtype.numpy))) for v in graph.inputs]
-        self._static_views = {v: _device_view(a) for v, a in self._static.items()}
+        self._static_views = {v: device_view(a) for v, a in self._static.items()}
         self._calls = [(k.fn, k.params) if k.backend == BACKEND_COMPILED else (None, k.group) for k in self.kernels]
 
     # -- running ---------------------------------------------------------------------------
@@ -183,13 +183,13 @@ class CpuProgram:
                 np.copyto(copy, a)
                 a = copy
             arrays[v] = a
-            views[v] = _device_view(a)
+            views[v] = device_view(a)
         for v, shape, dtype, nbytes, native in self._fresh:
             if native:
                 arrays[v] = views[v] = np.empty(shape, dtype)
             else:
                 a = arrays[v] = aligned_empty(shape, dtype, nbytes)
-                views[v] = _device_view(a)
+                views[v] = device_view(a)
         for fn, params in self._calls:
             if fn is not None:
                 fn(*[views[p] for p in params])
@@ -216,7 +216,7 @@ def _constant_array(value: Value) -> np.ndarray:
     return out
 
 
-def _schedule(group: KernelGroup, config, target):
+def schedule_kernel(group: KernelGroup, config, target):
     """(scheduled module, its function's parameter values in order) for one group."""
     from . import loops, te_dynamic
     from .lower import lower_group, schedule_group

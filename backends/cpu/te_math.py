@@ -100,27 +100,30 @@ def as_bits(x):
     return tir.reinterpret(bits_type(dtype_of(x)), x)
 
 
+_MAGNITUDE = {"float64": (0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000), "float32": (0x7FFFFFFF, 0x7F800000)}
+
+
+def _magnitude_and_inf(x):
+    """(|x| as bits, the bits of infinity): comparing them tests NaN and infinity on the bits
+    (vectorizes, and no fast-math setting can fold it away)."""
+    dt = dtype_of(x)
+    if dt not in _MAGNITUDE:
+        raise TypeError(dt)
+    ut = bits_type(dt)
+    mask, inf = _MAGNITUDE[dt]
+    return as_bits(x) & const(mask, ut), const(inf, ut)
+
+
 @bound
 def isnan(x):
-    """NaN test on the bits (vectorizes, and no fast-math setting can fold it away)."""
-    dt = dtype_of(x)
-    u = as_bits(x)
-    ut = bits_type(dt)
-    if dt == "float64":
-        return (u & const(0x7FFFFFFFFFFFFFFF, ut)) > const(0x7FF0000000000000, ut)
-    if dt == "float32":
-        return (u & const(0x7FFFFFFF, ut)) > const(0x7F800000, ut)
-    raise TypeError(dt)
+    magnitude, inf = _magnitude_and_inf(x)
+    return magnitude > inf
 
 
 @bound
 def isinf(x):
-    dt = dtype_of(x)
-    u = as_bits(x)
-    ut = bits_type(dt)
-    if dt == "float64":
-        return (u & const(0x7FFFFFFFFFFFFFFF, ut)) == const(0x7FF0000000000000, ut)
-    return (u & const(0x7FFFFFFF, ut)) == const(0x7F800000, ut)
+    magnitude, inf = _magnitude_and_inf(x)
+    return magnitude == inf
 
 
 @bound
