@@ -48,7 +48,7 @@ def measure(graph, group_name: str, config: dict | None, *, level: str = "O2", t
     (fused at `level` for the host) in a fresh worker process."""
     from xchip.ir.printer import print_graph
     seed = int(np.random.SeedSequence().entropy % 2 ** 32) if seed is None else seed
-    result = run_isolated(_run, (print_graph(graph), group_name, config, level, repeats, min_seconds, seed), timeout)
+    result = run_isolated(run_candidate, (print_graph(graph), group_name, config, level, repeats, min_seconds, seed), timeout)
     stats = result.pop("stats", None)
     return Measurement(stats=Stats(**stats) if stats else None, **result)
 
@@ -85,7 +85,7 @@ def kernel_graph_of(graph, level: str):
     return build_kernel_graph(graph, analysis, part)
 
 
-def _run(text, group_name, config, level, repeats, min_seconds, seed) -> dict:
+def run_candidate(text, group_name, config, level, repeats, min_seconds, seed) -> dict:
     from xchip.backends.cpu.executable import device_view, schedule_kernel
     from xchip.backends.cpu.lower import LoweringError, build
     from xchip.ir.parser import parse_graph

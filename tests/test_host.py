@@ -73,6 +73,17 @@ def test_a_new_fingerprint_measures_again(counted_benchmark, tmp_path):
     assert len(counted_benchmark) == 3
 
 
+def test_an_implausible_cached_peak_is_measured_again(counted_benchmark, tmp_path):
+    info = host.detect()
+    host.measure(info)
+    (entry,) = tmp_path.glob("host-*.json")
+    record = json.loads(entry.read_text())
+    record["measurement"].update(fp32_gflops=13.0, fp64_gflops=24.0)    # f32 below f64: polluted
+    entry.write_text(json.dumps(record))
+    assert host.measure(info) == FAKE
+    assert len(counted_benchmark) == 2
+
+
 def test_a_corrupt_cache_entry_is_measured_again(counted_benchmark, tmp_path):
     info = host.detect()
     (tmp_path / f"host-{host.fingerprint(info)}.json").write_text("{not json")

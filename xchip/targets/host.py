@@ -207,6 +207,10 @@ def run_benchmark(info: HostInfo, budget_s: float = 1.0) -> HostMeasurement:
 
     fp32, n32 = _matmul_gflops(np, np.float32, budget_s * 0.35)
     fp64, n64 = _matmul_gflops(np, np.float64, budget_s * 0.25)
+    if not plausible_peaks(fp32, fp64):
+        # a busy machine or a cold BLAS spoiled the first f32 run: once more, keep the best
+        again, n32 = _matmul_gflops(np, np.float32, budget_s * 0.35)
+        fp32 = max(fp32, again)
     # Source and destination together must not fit in the last-level cache: each is twice its
     # largest instance, 32-128 MiB, and at most an eighth of memory.
     llc_kb = max((c.size_kb for c in info.caches), default=32 * 1024)
@@ -234,6 +238,13 @@ def run_benchmark(info: HostInfo, budget_s: float = 1.0) -> HostMeasurement:
                            numpy_version=np.__version__, method=method)
 
 
+def plausible_peaks(fp32_gflops: float, fp64_gflops: float) -> bool:
+    """f32 has twice the SIMD lanes of f64 on every CPU: an f32 rate below the f64 one was
+    measured while something else ran (one such record once put this machine's f32 peak at
+    13 GFLOP/s, a tenth of what it is, and every estimate built on it followed)."""
+    return fp32_gflops >= fp64_gflops
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XCHIP_CACHE_DIR") or Path.home() / ".cache" / "xchip")
 
@@ -245,9 +256,11 @@ def measure(info: HostInfo | None = None, *, refresh: bool = False) -> HostMeasu
     path = cache_dir() / f"host-{fingerprint(info)}.json"
     if not refresh:
         try:
-            return HostMeasurement(**json.loads(path.read_text())["measurement"])
+            cached = HostMeasurement(**json.loads(path.read_text())["measurement"])
+            if plausible_peaks(cached.fp32_gflops, cached.fp64_gflops):
+                return cached
         except (OSError, ValueError, KeyError, TypeError):
-            pass    # absent or unreadable: measure again
+            pass    # absent, unreadable or implausible: measure again
     result = run_benchmark(info)
     record = {"fingerprint": fingerprint(info), "host": asdict(info), "measurement": asdict(result)}
     try:
@@ -295,8 +308,8 @@ def host_target(info: HostInfo | None = None, measurement: HostMeasurement | Non
         name="cpu", aliases=("host",), full_name=info.model, vendor=info.vendor,
         architecture=info.machine, arch_label=info.machine, isa=f"{info.machine} ({extensions})", backend="cpu",
         verification_level="executed",
-        kernel_language="numpy (reference executor); generated C/LLVM later",
-        toolchain="xchip reference executor (numpy) today; TVM TensorIR + LLVM planned",
+        kernel_language="TVM TensorIR, compiled by LLVM (the reference executor for what does not lower)",
+        toolchain="TVM TensorIR + LLVM (backends/cpu)",
         triton_backend=None, host_link=None, confidence="measured",
         notes=("Peaks and bandwidth are measured with numpy (its BLAS, all threads it uses) and "
                "cached per machine fingerprint; they are what a good library reaches here, not "
