@@ -3,6 +3,7 @@ and when to stop.
 
     result = search(space, evaluate, budget=Budget(trials=64, seconds=300), rank=cost_model_rank)
     result.best, result.best_time, result.trials
+    search(space, evaluate, budget=..., history=result.trials)     # resume: continue up to the budget
 
 `evaluate(config)` measures one legal config and returns its time in seconds, or None when
 the candidate failed (crashed, timed out, wrong result): a failure costs a trial and the
@@ -16,6 +17,9 @@ search goes on. Illegal configs never reach it (the space's constraints prune th
   config twice.
 - stops at the budget (trials or seconds), when the space is exhausted, or early when the
   best has not improved by `min_gain` within `patience` trials.
+- resumes: `history` (the trials of an earlier, interrupted run, e.g. from the tuning
+  database) is never measured again, counts towards the trial budget, and its best configs
+  are the first parents of the evolution.
 """
 
 from __future__ import annotations
@@ -60,17 +64,18 @@ class SearchResult:
 
 
 def search(space: SearchSpace, evaluate: Callable[[dict], float | None], *, budget: Budget = Budget(),
-           rank: Callable[[list[dict]], list[float]] | None = None, tried: Iterable[str] = (),
+           rank: Callable[[list[dict]], list[float]] | None = None, history: Iterable[Trial] = (),
            start: Iterable[dict] = (),
            seed_count: int = 8, population: int = 8, rng: random.Random | None = None,
            progress: Callable[[SearchResult], None] | None = None) -> SearchResult:
     """Search `space` with `evaluate`. `rank` gives a predicted time per config (lower is
-    better: the cost model); `tried` holds config keys already measured (a resumed search
-    skips them); `start` configs (the backend's heuristic default) are measured first, so the
+    better: the cost model); `history` holds earlier trials (a resumed search continues
+    from them); `start` configs (the backend's heuristic default) are measured first, so the
     search never ends worse than the default; `progress` is called after every trial."""
     rng = rng or random.Random(0)
     legal = list(space)
-    done = set(tried)
+    history = [Trial(dict(t.config), t.seconds) for t in history]
+    done = {config_key(t.config) for t in history}
     if rank is not None and legal:
         scores = rank(legal)
         legal = [c for _, _, c in sorted(zip(scores, range(len(legal)), legal), key=lambda x: x[:2])]
@@ -78,7 +83,7 @@ def search(space: SearchSpace, evaluate: Callable[[dict], float | None], *, budg
     firsts = {config_key(c) for c in first}
     legal = first + [c for c in legal if config_key(c) not in firsts]
     fits = budget.trials is None or len(legal) <= budget.trials
-    result = SearchResult("exhaustive" if fits else "evolutionary")
+    result = SearchResult("exhaustive" if fits else "evolutionary", trials=history)
     run = _Run(result, evaluate, budget, done, progress)
     if fits:
         for config in legal:
@@ -121,7 +126,7 @@ class _Run:
     def __init__(self, result, evaluate, budget, done, progress):
         self.result, self.evaluate, self.budget, self.done, self.progress = result, evaluate, budget, done, progress
         self.start = time.monotonic()
-        self.best = None
+        self.best = result.best_time
         self.since_gain = 0
 
     def step(self, config: dict) -> bool:

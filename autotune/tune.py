@@ -8,7 +8,8 @@ A group is tuned under its key: the group's structure hash, input shapes and dty
 toolchain (`tvm-llvm <tvm version>`), so a tuning found for one program serves every program
 with the same kernel on the same machine and toolchain, and nothing else. Every candidate's
 outcome (timings, or why it failed or was wrong) is recorded as it comes, so a killed tuning
-run resumes where it stopped: configs already tried are not measured again.
+run resumes where it stopped: configs already tried are not measured again, and count
+towards the trial budget (run it again with the same budget and it finishes the search).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from xchip.knobs import config_key
 
 from .db import KernelKey, Record, TuningDB
 from .measure import measure
-from .search import Budget, SearchResult, search
+from .search import Budget, SearchResult, Trial, search
 
 
 @dataclass
@@ -30,6 +31,8 @@ class GroupResult:
     default_s: float | None          # median of the default (untuned) schedule; None if it failed
     best: Record | None              # the database's best measured config after the search
     search: SearchResult | None      # None: nothing to tune
+    source: str = "measured"         # "modeled": times are the cost model's (autotune/modeled.py)
+    note: str = ""                   # why nothing was tuned, or what the times lack
 
     @property
     def speedup(self) -> float | None:
@@ -55,10 +58,12 @@ def kernel_key(group) -> KernelKey:
 
 def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: str = "O2",
          timeout: float = 120.0, groups: list[str] | None = None,
-         progress: Callable[[str, SearchResult], None] | None = None) -> list[GroupResult]:
+         progress: Callable[[str, SearchResult], None] | None = None,
+         time_untunable: bool = True) -> list[GroupResult]:
     """Tune every kernel group of `lowered` (an `xchip.jit(...).lower(...)` for the CPU) that
-    has knobs, or those named in `groups`."""
-    from xchip.backends.cpu.tuning import search_space
+    has knobs, or those named in `groups`. Groups without knobs are timed once with their
+    only schedule (for the report) unless `time_untunable` is False."""
+    from xchip.backends.cpu.tuning import tunable
     from xchip.targets import get
 
     target = get("cpu")
@@ -67,8 +72,10 @@ def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: st
     for group in lowered.kernel_graph.groups:
         if groups is not None and group.name not in groups:
             continue
-        space, starts = search_space(group, target)
-        if space is None:
+        t = tunable(group, target)
+        if t is None:
+            if not time_untunable:
+                continue
             default = measure(lowered.graph, group.name, None, level=level, timeout=timeout)
             results.append(GroupResult(group.name, default.stats.median_s if default.status == "ok" else None,
                                        None, None))
@@ -81,8 +88,11 @@ def tune(lowered, *, db: TuningDB, budget: Budget = Budget(trials=32), level: st
             db.record(key, sku, versions, config, m.stats, "measured", status, m.reason)
             return m.stats.median_s if m.status == "ok" else None
 
-        found = search(space, evaluate, budget=budget, tried=db.tried(key, sku, versions),
-                       start=starts,
+        starts = t.starts
+        history = [Trial(r.config, r.stats.median_s if r.status == "ok" and r.stats else None)
+                   for r in db.records(key, sku, versions, source="measured")]
+        found = search(t.space, evaluate, budget=budget, history=history,
+                       start=starts, rank=t.rank if t.predict else None,
                        progress=(lambda r, name=group.name: progress(name, r)) if progress else None)
         # the default is the search's first candidate: its time comes from the same kind of
         # run as every other (and from the database when an earlier run measured it)

@@ -4,6 +4,7 @@
     python benchmarks/cpu_vs_xla.py --only gemm512,gemm1024 --rounds 5
     python benchmarks/cpu_vs_xla.py --engines xla --json out/xla.json
     python benchmarks/cpu_vs_xla.py --list
+    python benchmarks/cpu_vs_xla.py --tune 16             # autotune xchip's kernels first, then time
 
 Each engine runs in its own worker process (this script with `--worker ENGINE`), one per
 engine per round, the engines' order flipping every round. See benchmarks/README.md for the
@@ -74,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
                    help=f"fp32 peak for %%peak (default {harness.DEFAULT_PEAK_GFLOPS:g}, DESIGN.md's measured FMA "
                         "peak); 'host' uses xchip.targets.host's measured f32 matmul rate")
     p.add_argument("--json", metavar="OUT", help="also write machine-readable results here")
+    p.add_argument("--tune", metavar="BUDGET", default=None,
+                   help="before timing, autotune every workload's kernels on this host into the tuning "
+                        "database xchip.jit reads (trials per kernel, e.g. 16, or a time, e.g. 2m); already "
+                        "tuned kernels continue up to the budget")
     p.add_argument("--worker-timeout", type=_positive(float), default=1800.0,
                    help="seconds one worker process may run before its current workload is failed")
     # Internal: the worker side.
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = harness.environment()
     peak = _peak_info(args.peak_gflops)
+    tuning = _tune(selected, args.tune) if args.tune else None
     start = time.perf_counter()
     raw = harness.run_rounds([sys.executable, str(Path(__file__).resolve())], args.engines,
                              [w.name for w in selected], rounds=args.rounds, seconds=args.seconds,
@@ -151,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
 
     out = harness.format_header(env, peak, args.engines, descriptions, runner, options)
     out.append(f"run took {wall:.0f} s; load average at end {harness._loadavg()}")
+    out.append(_tuned_note(raw))
+    if tuning:
+        out += ["", f"autotuned before timing (--tune {args.tune}; measured, median ms per kernel call):"] + tuning["report"]
     out += ["", "measured, ms per call (min: fastest call of all rounds; median: median of the per-round medians):"]
     out += harness.format_results(summary, args.engines, peak["gflops"])
     overhead = harness.format_overhead(summary, args.engines, wl.OVERHEAD_ROWS)
@@ -171,12 +180,50 @@ def main(argv: list[str] | None = None) -> int:
                                    "group": w.group, "tolerance": w.tol} for w in selected},
             "summary": [{**{k: v for k, v in row.items() if k != "stats"},
                          "stats": {e: s.as_dict() for e, s in row["stats"].items()}} for row in summary["rows"]],
-            "geomean": summary["geomean"], "raw": raw, "report": out,
+            "geomean": summary["geomean"], "raw": raw, "report": out, "tuning": tuning,
         }
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1, default=str))
     return 0
+
+
+def _tune(selected, budget_text: str) -> dict:
+    """Tune each workload's kernels (measured, in worker processes) into the default tuning
+    database, which the xchip engine's processes then read; per-kernel default vs tuned."""
+    import xchip
+    from xchip.autotune.db import TuningDB
+    from xchip.autotune.tune import tune
+    from xchip.autotune_cli import parse_budget
+    budget = parse_budget(budget_text)
+    db = TuningDB()
+    rows, report = [], []
+    for w in selected:
+        lowered = xchip.jit(w.fn, target="cpu").lower(*w.args())
+        print(f"tuning {w.name}: {len(lowered.kernel_graph.groups)} kernel(s)", file=sys.stderr, flush=True)
+        for r in tune(lowered, db=db, budget=budget, time_untunable=False):
+            if r.search is None:
+                continue
+            tuned = r.best.stats.median_s if r.best is not None and r.best.stats else None
+            rows.append({"workload": w.name, "kernel": r.name, "default_s": r.default_s, "tuned_s": tuned,
+                         "speedup": r.speedup, "trials": len(r.search.trials), "stopped": r.search.stopped,
+                         "config": r.best.config if r.best is not None else None})
+            speed = f"{r.speedup:.2f}x" if r.speedup else "-"
+            line = (f"  {w.name:12s} {r.name:14s} {1e3 * (r.default_s or float('nan')):9.3f} -> "
+                    f"{1e3 * (tuned or float('nan')):9.3f}  {speed:>6s}  {len(r.search.trials):3d} trials")
+            report.append(line)
+            print(line, file=sys.stderr, flush=True)
+    return {"budget": budget_text, "database": str(db.path), "kernels": rows, "report": report}
+
+
+def _tuned_note(raw: dict) -> str:
+    tuned = total = 0
+    for rd in raw.get("xchip", [])[:1]:
+        for res in rd["results"].values():
+            info = res.get("info") or {}
+            tuned += info.get("tuned_kernels", 0)
+            total += sum((info.get("kernels") or {}).values())
+    return f"xchip kernels with a tuned config from the tuning database: {tuned} of {total}"
 
 
 if __name__ == "__main__":

@@ -83,13 +83,15 @@ class XchipEngine:
         # What executes the kernels: the runner ("reference", "compiled") and how many kernels
         # each backend runs ("tvm-llvm", "reference" for a fallback). Read from the function's
         # compilation cache, defensively: these are informational.
-        runners, kernels = set(), {}
+        runners, kernels, tuned = set(), {}, 0
         for c in getattr(compiled, "_cache", {}).values():
             runners.add(str(getattr(c, "runner", "unknown")))
             for k in getattr(c, "kernels", None) or ():
                 b = str(getattr(k, "backend", "unknown"))
                 kernels[b] = kernels.get(b, 0) + 1
-        return {"runner": ",".join(sorted(runners)) or "unknown", "kernels": kernels}
+            program = getattr(c, "_program", None)
+            tuned += sum(getattr(k, "config", None) is not None for k in getattr(program, "kernels", ()))
+        return {"runner": ",".join(sorted(runners)) or "unknown", "kernels": kernels, "tuned_kernels": tuned}
 
 
 # Name -> engine factory. Tests add engines here (e.g. one that computes a wrong result).

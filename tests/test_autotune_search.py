@@ -47,12 +47,19 @@ def test_failed_candidates_cost_a_trial_and_the_search_goes_on():
     assert result.best == {"a": 2, "b": 8} and result.best_time == 10.0
 
 
-def test_trial_budget_and_resumption_skip_what_was_tried():
+def test_trial_budget_and_resumption_continue_where_the_first_run_stopped():
     first = search(big_space(), bowl, budget=Budget(trials=20, patience=None))
     assert len(first.trials) == 20 and first.stopped == "budget of 20 trials"
     tried = {config_key(t.config) for t in first.trials}
-    second = search(big_space(), bowl, budget=Budget(trials=20, patience=None), tried=tried)
-    assert not tried & {config_key(t.config) for t in second.trials}
+    measured = []
+    second = search(big_space(), lambda c: measured.append(c) or bowl(c), budget=Budget(trials=30, patience=None),
+                    history=first.trials)
+    assert len(second.trials) == 30 and len(measured) == 10         # the budget counts the first run's trials
+    assert not tried & {config_key(c) for c in measured}            # nothing measured twice
+    assert second.best_time <= first.best_time
+    again = search(big_space(), lambda c: measured.append(c) or bowl(c), budget=Budget(trials=30, patience=None),
+                   history=second.trials)
+    assert len(measured) == 10 and again.stopped == "budget of 30 trials"   # done: nothing more to measure
 
 
 def test_time_budget_and_early_stop():

@@ -173,9 +173,14 @@ class XchipFunction:
     """What `xchip.jit` returns: call it like the function, or `.lower(...)` it."""
 
     def __init__(self, fn: Callable, *, target: str, static_argnums: Sequence[int],
-                 static_argnames: Sequence[str], options: PassOptions):
+                 static_argnames: Sequence[str], options: PassOptions, autotune=None):
         self.fn = fn
         self.target = targets.resolve_name(target)  # unknown names fail here, with the closest names
+        if autotune is not None and self.target != HOST:
+            raise XchipError(f"autotune=... measures on the host, and target '{self.target}' does not run here; "
+                             f"tune it by the cost model with `xchip autotune FILE.py:NAME --args ... "
+                             f"--target {self.target}`")
+        self.autotune = autotune                   # None, or the search budget per untuned kernel
         self.static_argnums = tuple(static_argnums)
         self.static_argnames = tuple(static_argnames)
         self.options = options
@@ -209,9 +214,32 @@ class XchipFunction:
         signature = (static, tree, tuple(_aval_key(x) for x in leaves))
         compiled = self._cache.get(signature)
         if compiled is None:
-            compiled = self.lower(*args, **kwargs).compile()
+            lowered = self.lower(*args, **kwargs)
+            if self.autotune is not None:
+                _tune_missing(lowered, self.autotune)
+            compiled = lowered.compile()
             self._cache[signature] = compiled
         return compiled._call_flat(leaves)   # the signature fixed the tree
+
+
+def _tune_missing(lowered: Lowered, budget) -> None:
+    """Tune, on the host, the kernels the tuning database has no measured result for (a hit
+    costs nothing), one progress line per kernel on stderr: tuning takes seconds per trial."""
+    import sys
+
+    from .autotune.db import TuningDB
+    from .autotune.tune import kernel_key, host_identity, tune
+    db = TuningDB()
+    sku, versions = host_identity()
+    missing = [g.name for g in lowered.kernel_graph.groups if db.best(kernel_key(g), sku, versions) is None]
+    if not missing:
+        return
+    print(f"xchip: autotuning {len(missing)} kernel(s) of {lowered._traced.fun_name} on the host "
+          f"(results kept in {db.path})", file=sys.stderr, flush=True)
+    for r in tune(lowered, db=db, budget=budget, groups=missing, time_untunable=False):
+        if r.search is not None and r.speedup is not None:
+            print(f"xchip:   {r.name}: {r.default_s * 1e3:.3f} -> {r.best.stats.median_s * 1e3:.3f} ms "
+                  f"({r.speedup:.2f}x, {len(r.search.trials)} trials)", file=sys.stderr, flush=True)
 
 
 def _reject_tracer(x, name: str | None) -> None:
@@ -234,22 +262,43 @@ def _aval_key(x) -> tuple:
 
 def jit(fn: Callable | None = None, *, target: str = "cpu", static_argnums: int | Sequence[int] = (),
         static_argnames: str | Sequence[str] = (), opt_level: str = "O2", fast_math: bool = False,
-        precision: str | None = None, debug: bool = False) -> XchipFunction:
+        precision: str | None = None, debug: bool = False, autotune=False) -> XchipFunction:
     """Compile `fn` with xchip for `target`, like `jax.jit`: pytrees in and out, one
     compilation per input signature, `.lower(*args).compile()` ahead of time.
 
     `opt_level` picks the pass pipeline (O0-O3); `fast_math` allows rewrites that change
     rounding; `precision="bf16"` (or "f16", "f8e4m3fn", ...) runs f32 matmuls and convolutions
     in that dtype with f32 accumulation where the target has it, and fails where it has not;
-    `debug` verifies the IR after every pass."""
+    `debug` verifies the IR after every pass.
+
+    `autotune=True` (or a number of trials, or an `xchip.autotune.search.Budget`): at the
+    first call with a new signature, kernels the tuning database has no result for on this
+    host are tuned first (measured, about a second per trial; 16 trials per kernel for
+    `True`), and every later compile finds them there. Without it, compile uses the
+    database's results where it has them and the heuristic defaults elsewhere."""
     if isinstance(static_argnums, int):
         static_argnums = (static_argnums,)
     if isinstance(static_argnames, str):
         static_argnames = (static_argnames,)
     if fn is None:
         return functools.partial(jit, target=target, static_argnums=static_argnums, static_argnames=static_argnames,
-                                 opt_level=opt_level, fast_math=fast_math, precision=precision, debug=debug)
+                                 opt_level=opt_level, fast_math=fast_math, precision=precision, debug=debug,
+                                 autotune=autotune)
     options = PassOptions(level=opt_level, fast_math=fast_math, precision=precision, debug=debug,
                           capabilities=target_capabilities(target))
     return XchipFunction(fn, target=target, static_argnums=static_argnums, static_argnames=static_argnames,
-                         options=options)
+                         options=options, autotune=_budget(autotune))
+
+
+def _budget(autotune):
+    """jit's `autotune` argument as a search budget (None: no tuning)."""
+    from .autotune.search import Budget
+    if autotune is False or autotune is None:
+        return None
+    if autotune is True:
+        return Budget(trials=16)
+    if isinstance(autotune, Budget):
+        return autotune
+    if isinstance(autotune, int) and not isinstance(autotune, bool) and autotune > 0:
+        return Budget(trials=autotune)
+    raise XchipError(f"autotune must be True, False, a positive number of trials or a Budget, got {autotune!r}")

@@ -46,6 +46,8 @@ COPY_BYTES_PER_CYCLE = 8        # packing: strided reads, vector writes
 CALL_S = 2e-6                   # a kernel call from Python through TVM's packed function
 PARALLEL_REGION_S = 4e-6        # waking TVM's thread pool and joining it
 DEFAULT_GFLOPS_PER_CORE = 50.0  # when the target has no measured fp32 peak
+LINE = 64                       # cache line bytes
+WAYS = 8                        # associativity of L1 and L2 on the cores in question
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,21 @@ def predict_on(m: Machine, M: int, N: int, K: int, batch: int, dtype, config: di
     spill = max(0, mr * nv + nv + 1 - m.registers)      # values that do not fit: a store and a load each
     step = max(fma, loads + spill, FMA_LATENCY) + LOOP_OVERHEAD / max(1, uk)
     # B micro-panel (depth x nr) read by each tile of a row block: from L1 if it stays there,
-    # else from L2. Unpacked, each k step's nr values sit in their own cache line(s).
-    b_line = max(64, nr * esize) if not pack_b else nr * esize
-    if depth * b_line > m.l1_bytes:
-        step = max(step, nv * L * esize * (b_line / (nr * esize)) / L2_BYTES_PER_CYCLE + fma)
+    # else from L2 (or L3). Packed, it is contiguous; unpacked, each k step's nr values sit in
+    # their own cache lines, N values apart, and a power-of-two row stride maps them all to a
+    # few cache sets: the panel gets a fraction of the cache.
+    if pack_b:
+        l1_fit = depth * nr * esize <= m.l1_bytes
+        l2_fit = True
+        per_step = nr * esize
+    else:
+        lines = -(-nr * esize // LINE)
+        l1_fit = depth * lines <= _set_capacity(N * esize, m.l1_bytes)
+        l2_fit = depth * lines <= _set_capacity(N * esize, m.l2_bytes)
+        per_step = lines * LINE
+    if not l1_fit:
+        rate = L2_BYTES_PER_CYCLE if l2_fit else L3_BYTES_PER_CYCLE
+        step = max(step, per_step / rate + (0 if pack_b else fma))
     # A block (mc x depth) is re-read for every column panel: from L2 if it fits, else L3
     a_rows = tiles_m * mr if parallel_n else mc_t * mr
     if a_rows * depth * esize > m.l2_bytes // 2:
@@ -153,6 +166,15 @@ def predict_on(m: Machine, M: int, N: int, K: int, batch: int, dtype, config: di
     stream_s = streamed / source_bw
     out_s = batch * M * N * acc_size / m.memory_bytes_per_s if batch * M * N * acc_size > m.l3_bytes // 2 else 0.0
     return CALL_S + regions * PARALLEL_REGION_S + pack_s + max(compute_s, stream_s + out_s)
+
+
+def _set_capacity(stride_bytes: int, cache_bytes: int) -> int:
+    """Cache lines a sequence of accesses `stride_bytes` apart can occupy in a WAYS-way cache:
+    only the sets the stride reaches."""
+    sets = max(1, cache_bytes // (LINE * WAYS))
+    if stride_bytes % LINE:
+        return sets * WAYS
+    return sets // math.gcd(stride_bytes // LINE, sets) * WAYS
 
 
 def _predict_gemv(m: Machine, M: int, N: int, K: int, batch: int, esize: int) -> float:

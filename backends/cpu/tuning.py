@@ -1,8 +1,10 @@
 """What the autotuner may vary for one kernel group on the CPU: its search space, for the
-group's own shape (a matmul's tile sizes depend on M, N, K), and the key it is tuned under.
+group's own shape (a matmul's tile sizes depend on M, N, K), the configs to measure first,
+the cost model that ranks the rest, and the key it is tuned under.
 
-    space, starts = search_space(group, target)   # None, []: nothing to tune (loops, dynamic slices, copies)
-    signature(group)                       # stable across programs and processes
+    t = tunable(group, target)   # None: nothing to tune (loops, dynamic slices, copies)
+    t.space, t.starts, t.predict(config) -> modeled seconds (None: no model for this kind)
+    signature(group)             # stable across programs and processes
 """
 
 from __future__ import annotations
@@ -10,26 +12,43 @@ from __future__ import annotations
 import hashlib
 import re
 
+from dataclasses import dataclass
+from typing import Callable
+
 from xchip.ir.kernel_graph import KernelGroup
 from xchip.ir.printer import print_op
 from xchip.knobs import SearchSpace
 
 
-def search_space(group: KernelGroup, target) -> tuple[SearchSpace | None, list[dict]]:
+@dataclass
+class Tunable:
+    space: SearchSpace
+    starts: list[dict]                                # the default first, then its neighbours
+    predict: Callable[[dict], float] | None = None    # modeled seconds of a config
+
+    def rank(self, configs: list[dict]) -> list[float]:
+        """Modeled times, for `search(rank=...)`."""
+        return [self.predict(c) for c in configs]
+
+
+def tunable(group: KernelGroup, target) -> Tunable | None:
     """The group's knobs, and the configs a search should measure first: the heuristic
     default (what runs untuned), then structurally different neighbours of it that local
-    mutation reaches slowly (for a matmul: K blocking and the other parallel split)."""
+    mutation reaches slowly (for a matmul: K blocking and the other parallel split). Matmuls
+    come with their cost model (`matmul_model`); other kinds have none (their knobs are few:
+    the space is searched exhaustively)."""
     from . import loops, schedules, te_dynamic
     from .lower import lower_group
     if group.kind == "opaque" or loops.lowers(group) or te_dynamic.lowers(group):
-        return None, []
+        return None
     lowered = lower_group(group)
     if group.kind != "matmul":
         space = schedules.search_space(group.kind)
         default = schedules.default_config(lowered, target)
-        return space, [{k.name: default[k.name] for k in space.knobs if k.name in default}]
+        return Tunable(space, [{k.name: default[k.name] for k in space.knobs if k.name in default}])
     from tvm import s_tir
 
+    from .matmul_model import machine, predict_on
     from .matmul_schedule import _analyze, default_matmul_config, matmul_space
     shape = _analyze(s_tir.Schedule(lowered.func), lowered.matmul)
     M, N, K, batch = shape.sizes
@@ -38,7 +57,11 @@ def search_space(group: KernelGroup, target) -> tuple[SearchSpace | None, list[d
     other = "m" if default["parallel"] == "n" else "n"
     variants = [dict(default, parallel=other)] + [dict(default, kc=kc, parallel=p) for kc in (256, 512)
                                                   for p in (default["parallel"], other)]
-    return space, [default] + [v for v in variants if space.is_legal(v)]
+    m = machine(shape.acc, target)
+    anchor = group.anchor if group.anchor is not None and group.anchor.operands else None
+    operand = anchor.operands[0].type.dtype.name if anchor is not None else shape.acc
+    return Tunable(space, [default] + [v for v in variants if space.is_legal(v)],
+                   lambda c: predict_on(m, M, N, K, batch, operand, c))
 
 
 _LOC = re.compile(r' loc\(.*\)$', re.M)
