@@ -72,13 +72,27 @@ def tune_modeled(lowered, target: str, *, db: TuningDB, groups: list[str] | None
     return results
 
 
-def modeled_configs(kernel_graph, target: str, db: TuningDB) -> dict[str, dict]:
-    """The best modeled config of each group the database knows for `target`."""
+def modeled_configs(kernel_graph, target: str, db: TuningDB | None = None) -> dict[str, dict]:
+    """The best modeled config of each group the database (default: the user's, if it
+    exists) knows for `target`; what `Compiled.estimate` models the kernels with."""
+    import warnings
+
+    from xchip.errors import XchipError
     from xchip.targets import get
+
+    from .db import default_path
     target = get(target).name
-    out = {}
-    for group in kernel_graph.groups:
-        best = db.best(kernel_key(group), target, MODEL_VERSIONS, source="modeled")
-        if best is not None:
-            out[group.name] = best.config
-    return out
+    try:
+        if db is None:
+            if not default_path().exists():
+                return {}
+            db = TuningDB(create=False)
+        out = {}
+        for group in kernel_graph.groups:
+            best = db.best(kernel_key(group), target, MODEL_VERSIONS, source="modeled")
+            if best is not None:
+                out[group.name] = best.config
+        return out
+    except XchipError as e:
+        warnings.warn(f"tuning database not used: {e}; estimating with ideal tiling", stacklevel=2)
+        return {}

@@ -61,3 +61,15 @@ def test_a_target_without_the_numbers_stores_nothing_and_says_why(tmp_path):
     (r,) = [r for r in tune_modeled(low, "dcu-z100", db=db) if r.search is not None]
     assert r.best is None and "cannot tell these configs apart" in r.note and "unknown" in r.note
     assert db.records() == []
+
+
+def test_estimates_use_the_stored_modeled_tiles(tmp_path, monkeypatch):
+    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    low = _gemm("h20", 2048, 512, 2048)
+    before = low.compile().estimate()
+    assert not any("tuning database" in n for n in before.notes)
+    (r,) = [r for r in tune_modeled(low, "h20", db=TuningDB()) if r.search is not None]
+    after = low.compile().estimate()
+    assert any("tile configs of 1 kernel(s)" in n for n in after.notes)
+    kernel = next(k for k in after.kernels if k.group == r.name)
+    assert kernel.time_s == pytest.approx(r.best.stats.median_s)

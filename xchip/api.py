@@ -102,8 +102,18 @@ class Compiled:
 
     def estimate(self, target: str | None = None):
         """The cost model's (modeled, not measured) time for every kernel on `target`
-        (default: the compiled target)."""
-        return targets.estimate_kernel_graph(self.kernel_graph, target or self.target)
+        (default: the compiled target), with the tile configs `xchip autotune --target`
+        stored for it where the tuning database has them (else ideal tiling)."""
+        target = targets.resolve_name(target or self.target)
+        configs = {}
+        if target != HOST:
+            from .autotune.modeled import modeled_configs
+            configs = modeled_configs(self.kernel_graph, target)
+        estimate = targets.estimate_kernel_graph(self.kernel_graph, target, configs)
+        if configs:
+            estimate.notes.insert(0, f"tile configs of {len(configs)} kernel(s) from the tuning database "
+                                     f"(modeled by `xchip autotune --target {target}`): {', '.join(configs)}")
+        return estimate
 
     def as_text(self) -> str:
         return print_graph(self.graph, self.kernel_graph.annotations())

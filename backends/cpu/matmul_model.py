@@ -68,7 +68,8 @@ def machine(dtype: str, target) -> Machine:
     peak = getattr(target, "peak", None)
     q = peak("fp32") if peak is not None else None
     per_core = (q.value * 1e12 / cores) if q is not None and q.known else DEFAULT_GFLOPS_PER_CORE * 1e9
-    # per-core fp32 FLOP/s = hz x 8-lane... : FMA pipes x f32 lanes x 2 FLOPs per FMA per cycle
+    # the measured rate is a BLAS's, not the FMA peak: the clock derived from it (FMA pipes x
+    # f32 lanes x 2 FLOPs per cycle) is low by the share of the peak that BLAS misses
     f32_lanes = lanes("float32", target)
     hz = per_core / (FMA_PIPES * f32_lanes * 2)
     bw = getattr(target, "memory_bandwidth_gbs", None)
