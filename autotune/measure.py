@@ -8,11 +8,20 @@ trial and not the search.
 
 The worker (a fresh interpreter, `worker.py`) gets the optimized graph as IR text (the printer and parser round-trip exactly)
 and fuses it again, deterministically, to find the group by name: no IR objects cross the
-process boundary. It draws random non-zero inputs, computes the group's outputs with the
-reference executor, builds the candidate (lower -> schedule with `config` -> LLVM), checks
-every output against the reference (a candidate that is fast and wrong is rejected), then
-times it: warm-up calls, then `repeats` timed calls whose inputs rotate over enough copies
-to overflow the last-level cache, so a small kernel is not timed on cache-hot data.
+process boundary. It draws random non-zero inputs, builds the candidate (lower -> schedule
+with `config` -> LLVM), times it, then computes the group's outputs with the reference
+executor and checks every output against them (a candidate that is fast and wrong is
+rejected).
+
+Timing (protocol `PROTOCOL`, part of the tuning database's key): warm-up calls, then
+`repeats` timed calls whose inputs rotate over enough copies to overflow L2 but not L3. Inside
+a program a kernel's inputs were just written by the kernel before it, or are weights read
+every call: in L3 when they fit, not in L1 or L2. Timing from memory instead (protocol 1
+rotated past L3) misjudged memory-bound kernels: one thread is as fast as two when DRAM is the
+limit, and the tuner picked single-threaded layernorm and softmax kernels that ran 2.4x
+slower in the program. The reference runs after the timing, with BLAS on one thread
+(`worker.py`): a BLAS pool still spinning from the reference made the first candidate of
+every kernel (the default, its kernel cached, so timed at once) read 4 ms instead of 0.6.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ import numpy as np
 from .db import Stats
 
 STATUSES = ("ok", "wrong", "failed", "timeout", "crashed")
-ROTATE_BYTES = 64 << 20          # input copies cycled through per timed call: past any L3 here
+PROTOCOL = 2                     # how candidates are timed; results of other protocols are not compared
+ROTATE_L2_TIMES = 4              # input copies cycled through: this many times L2
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ def run_isolated(fn, args: tuple, timeout: float) -> dict:
     payload = pickle.dumps((list(sys.path), pickle.dumps((fn, args))))
     with tempfile.TemporaryDirectory(prefix="xchip-measure-") as tmp:
         result_path = os.path.join(tmp, "result.pickle")
-        proc = subprocess.Popen([sys.executable, "-m", "xchip.autotune.worker", result_path],
+        proc = subprocess.Popen([sys.executable, "-m", "xchip.autotune.worker", result_path], env=worker_env(),
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _, err = proc.communicate(payload, timeout=timeout)
@@ -75,6 +85,12 @@ def run_isolated(fn, args: tuple, timeout: float) -> dict:
             return {"status": "crashed", "reason": f"the worker died ({why})" + (f": {tail[0]}" if tail else "")}
         with open(result_path, "rb") as f:
             return pickle.load(f)
+
+
+def worker_env() -> dict:
+    """The worker's environment: BLAS on one thread (the reference executor's matmuls are
+    small, and a multi-threaded BLAS keeps spinning on the cores the candidate is timed on)."""
+    return dict(os.environ, OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def kernel_graph_of(graph, level: str):
@@ -98,7 +114,6 @@ def run_candidate(text, group_name, config, level, repeats, min_seconds, seed) -
         return {"status": "failed", "reason": f"no kernel group {group_name} at {level}"}
     rng = np.random.default_rng(seed)
     env = {v: random_array(v.type, rng) for v in group.inputs}
-    expected = reference.evaluate_ops(group.ops, env)
     start = time.perf_counter()
     try:
         mod, params = schedule_kernel(group, config, target)
@@ -110,11 +125,18 @@ def run_candidate(text, group_name, config, level, repeats, min_seconds, seed) -
     outputs = [np.zeros(v.type.shape, v.type.dtype.numpy) for v in params[n_in:]]
     inputs = [np.ascontiguousarray(env[v]) for v in params[:n_in]]
     fn(*[device_view(a) for a in inputs + outputs])
-    wrong, error = check_outputs(outputs, [expected[v] for v in params[n_in:]])
+    result = [a.copy() for a in outputs]
+    stats = _time(fn, inputs, outputs, repeats, min_seconds, _rotate_bytes(target))
+    expected = reference.evaluate_ops(group.ops, env)
+    wrong, error = check_outputs(result, [expected[v] for v in params[n_in:]])
     if wrong:
         return {"status": "wrong", "reason": wrong, "compile_s": compile_s, "error": error}
-    stats = _time(fn, inputs, outputs, repeats, min_seconds)
     return {"status": "ok", "stats": stats, "compile_s": compile_s, "error": error}
+
+
+def _rotate_bytes(target) -> int:
+    l2 = target.host.cache(2) if getattr(target, "host", None) is not None else None
+    return ROTATE_L2_TIMES * (l2.size_kb if l2 is not None and l2.size_kb else 1024) * 1024
 
 
 def check_outputs(actual: list[np.ndarray], expected: list[np.ndarray]) -> tuple[str, dict]:
@@ -148,10 +170,10 @@ def random_array(t, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(t.shape).astype(dt)
 
 
-def _time(fn, inputs, outputs, repeats: int, min_seconds: float) -> dict:
+def _time(fn, inputs, outputs, repeats: int, min_seconds: float, rotate_bytes: int) -> dict:
     from xchip.backends.cpu.executable import device_view
     nbytes = sum(a.nbytes for a in inputs) or 1
-    copies = max(1, min(64, ROTATE_BYTES // nbytes))
+    copies = max(1, min(64, rotate_bytes // nbytes))
     sets = [[device_view(a.copy()) for a in inputs] for _ in range(copies)]
     outs = [device_view(a) for a in outputs]
     for args in sets[:3]:                                   # warm-up (thread pool, page faults)

@@ -43,11 +43,14 @@ class GroupResult:
 
 @functools.lru_cache(maxsize=None)
 def host_identity() -> tuple[str, str]:
-    """(target SKU, backend and toolchain) the host's tunings are stored under."""
+    """(target SKU, backend and toolchain + timing protocol) the host's tunings are stored
+    under: results timed another way are not compared with these."""
     import tvm
 
     from xchip.backends.cpu.lower import host_mcpu
-    return f"cpu:{host_mcpu()}", f"tvm-llvm {tvm.__version__}"
+
+    from .measure import PROTOCOL
+    return f"cpu:{host_mcpu()}", f"tvm-llvm {tvm.__version__}; timing protocol {PROTOCOL}"
 
 
 def kernel_key(group) -> KernelKey:

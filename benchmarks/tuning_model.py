@@ -22,7 +22,7 @@ Per GEMM shape (f32, M x N x K):
 
 Candidates are built and timed in this process with the same code the tuner's worker runs
 (`autotune.measure.run_candidate`: checked against the reference executor, inputs rotated
-past the caches, median of repeats). Measurements go to a tuning database (`--db`, default
+past L2, median of repeats). Measurements go to a tuning database (`--db`, default
 `$XCHIP_CACHE_DIR/tuning-benchmark.db`), so an interrupted run resumes and a rerun with
 the same database only replays. These machines are shared: a config's median can be off by
 10-30% when another job runs, which bounds how well any model can correlate.
@@ -32,12 +32,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
 import time
 
-import numpy as np
+# as in the tuner's workers (autotune.measure.worker_env): the reference's BLAS on one thread,
+# so that no spinning BLAS pool shares the cores with the candidate being timed
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 DEFAULT_SHAPES = ("512x512x512", "128x2048x512", "64x512x2048")     # M x N x K
 TOLERANCE = 0.05

@@ -220,6 +220,11 @@ def schedule_kernel(group: KernelGroup, config, target):
     """(scheduled module, its function's parameter values in order) for one group."""
     from . import loops, te_dynamic
     from .lower import lower_group, schedule_group
+    from .matmul_schedule import ensure_thread_pool
+    if getattr(target, "host", None) is not None:
+        # every kind's parallel loops, not only matmuls': TVM's default pool is half the
+        # logical CPUs, one thread on a 2-vCPU machine
+        ensure_thread_pool(target)
     if loops.lowers(group):
         mod, inputs, outputs = loops.lower_loop(group, target)
         params = inputs + outputs
