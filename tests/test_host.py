@@ -84,6 +84,17 @@ def test_an_implausible_cached_peak_is_measured_again(counted_benchmark, tmp_pat
     assert len(counted_benchmark) == 2
 
 
+def test_a_blas_thread_limit_in_this_process_is_not_measured_as_the_machine(counted_benchmark, monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    fresh = []
+    monkeypatch.setattr(host.subprocess, "run", lambda argv, env, **kw: fresh.append(env) or
+                        type("Done", (), {"returncode": 0, "stdout": json.dumps(dataclasses.asdict(FAKE)),
+                                          "stderr": ""})())
+    assert host.measure(host.detect()) == FAKE
+    assert not counted_benchmark and len(fresh) == 1           # measured in a fresh interpreter...
+    assert "OPENBLAS_NUM_THREADS" not in fresh[0]              # ...without the limit
+
+
 def test_a_corrupt_cache_entry_is_measured_again(counted_benchmark, tmp_path):
     info = host.detect()
     (tmp_path / f"host-{host.fingerprint(info)}.json").write_text("{not json")

@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -245,6 +247,27 @@ def plausible_peaks(fp32_gflops: float, fp64_gflops: float) -> bool:
     return fp32_gflops >= fp64_gflops
 
 
+# Set in this process, these hold numpy's BLAS to fewer threads than the machine has (the
+# autotuner's workers set them on purpose): the machine's rate must be measured elsewhere.
+BLAS_THREAD_LIMITS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def _benchmark_with_all_threads(info: HostInfo) -> HostMeasurement:
+    """`run_benchmark`, in a fresh interpreter without the BLAS thread limits when this
+    process has one (a run with OPENBLAS_NUM_THREADS=1 once cached half this machine's rate
+    as its peak)."""
+    if not any(v in os.environ for v in BLAS_THREAD_LIMITS):
+        return run_benchmark(info)
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_LIMITS}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    code = ("import dataclasses, json; from xchip.targets import host; "
+            "print(json.dumps(dataclasses.asdict(host.run_benchmark(host.detect()))))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"host benchmark failed in a fresh interpreter: {done.stderr.strip()[-500:]}")
+    return HostMeasurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XCHIP_CACHE_DIR") or Path.home() / ".cache" / "xchip")
 
@@ -261,7 +284,7 @@ def measure(info: HostInfo | None = None, *, refresh: bool = False) -> HostMeasu
                 return cached
         except (OSError, ValueError, KeyError, TypeError):
             pass    # absent, unreadable or implausible: measure again
-    result = run_benchmark(info)
+    result = _benchmark_with_all_threads(info)
     record = {"fingerprint": fingerprint(info), "host": asdict(info), "measurement": asdict(result)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
