@@ -11,8 +11,8 @@ search goes on. Illegal configs never reach it (the space's constraints prune th
 
 - **exhaustive** when the legal space fits in the budget: every config once, in the
   ranked order when a `rank` is given (so an interrupted run has seen the likely-best first).
-- **ranked + evolutionary** otherwise: the `seed_count` configs the `rank` function (the
-  cost model) puts first are measured, then generations of mutants (one or two knobs changed
+- **ranked + evolutionary** otherwise: the start configs and the `seed_count` configs the
+  `rank` function (the cost model) puts first are measured, then generations of mutants (one or two knobs changed
   to a neighbouring value) and crossovers of the best measured so far, never measuring a
   config twice.
 - stops at the budget (trials or seconds), when the space is exhausted, or early when the
@@ -91,7 +91,9 @@ def search(space: SearchSpace, evaluate: Callable[[dict], float | None], *, budg
                 return result
         result.stopped = result.stopped or "space exhausted"
         return result
-    for config in legal[:seed_count]:
+    # the start configs, then `seed_count` ranked ones: starts must not crowd out the
+    # model's best guesses (they did: 512^3 took 24-35 trials to within 5%, 8 without starts)
+    for config in legal[:len(first) + seed_count]:
         if not run.step(config):
             return result
     legal_keys = {config_key(c) for c in legal}
