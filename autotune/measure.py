@@ -63,14 +63,15 @@ def measure(graph, group_name: str, config: dict | None, *, level: str = "O2", t
     return Measurement(stats=Stats(**stats) if stats else None, **result)
 
 
-def run_isolated(fn, args: tuple, timeout: float) -> dict:
+def run_isolated(fn, args: tuple, timeout: float, env: dict | None = None) -> dict:
     """fn(*args) -> dict, in a fresh interpreter (`autotune/worker.py`; fn must be importable
     by name). A hang gives {"status": "timeout"}, a dead process {"status": "crashed"}, an
-    exception {"status": "failed"}, each with a reason."""
+    exception {"status": "failed"}, each with a reason. `env`: variables to add."""
     payload = pickle.dumps((list(sys.path), pickle.dumps((fn, args))))
     with tempfile.TemporaryDirectory(prefix="xchip-measure-") as tmp:
         result_path = os.path.join(tmp, "result.pickle")
-        proc = subprocess.Popen([sys.executable, "-m", "xchip.autotune.worker", result_path], env=worker_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "xchip.autotune.worker", result_path],
+                                env=dict(worker_env(), **(env or {})),
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             _, err = proc.communicate(payload, timeout=timeout)

@@ -1,0 +1,183 @@
+"""Generated Triton kernels, loaded, emulated and compiled.
+
+    fn = load(ks)                                   # the kernel's Python function (from a file:
+                                                    # Triton reads its source back)
+    outs = emulate(ks, inputs)                      # TRITON_INTERPRET: numpy in, numpy out
+    art = compile_for(ks, GPUTarget("cuda", 90, 32), num_warps=4, num_stages=3)
+
+Emulation runs the kernel in Triton's interpreter on torch CPU tensors (it takes no numpy
+arrays); it is how kernels for chips that are not here are checked against the reference
+executor. Compilation runs Triton's real pipeline (ttir -> ttgir -> llir -> ptx -> cubin,
+or amdgcn -> hsaco) with its bundled ptxas / LLVM; no GPU is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kernels import KernelSource
+
+
+def _source_dir():
+    from xchip.targets.host import cache_dir
+    d = cache_dir() / "triton-src"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def load(ks: KernelSource):
+    """The undecorated kernel function, from a file named by the source's hash."""
+    digest = hashlib.sha256(ks.source.encode()).hexdigest()[:16]
+    module_name = f"xchip_triton_{ks.name}_{digest}"
+    if module_name in sys.modules:
+        return getattr(sys.modules[module_name], ks.name)
+    path = _source_dir() / f"{module_name}.py"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(ks.source)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, ks.name)
+
+
+_TORCH = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "float64": "float64",
+          "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8", "bool": "bool"}
+
+
+def _to_torch(a: np.ndarray):
+    import torch
+    name = np.dtype(a.dtype).name
+    if name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16).astype(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _to_numpy(t, dtype) -> np.ndarray:
+    import torch
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16).view(dtype)
+    return t.numpy()
+
+
+def emulate(ks: KernelSource, inputs: list[np.ndarray], out_types, timeout: float = 300.0) -> list[np.ndarray]:
+    """Run the kernel in Triton's interpreter on `inputs`; the outputs as numpy arrays
+    (`out_types`: the group's output TensorTypes). In a fresh interpreter: TRITON_INTERPRET
+    must be set before triton.language is imported (its library functions are decorated
+    then), and a process that compiles must not have it."""
+    from xchip.autotune.measure import run_isolated
+    result = run_isolated(_emulate_here, (ks, inputs, [(tuple(t.shape), np.dtype(t.dtype.numpy).str
+                                                        if np.dtype(t.dtype.numpy).kind != "V" else t.dtype.name)
+                                                       for t in out_types]),
+                          timeout, env={"TRITON_INTERPRET": "1"})
+    if result.get("status") != "ok":
+        raise RuntimeError(f"emulating {ks.name} failed ({result.get('status')}): {result.get('reason')}")
+    return result["outputs"]
+
+
+def _emulate_here(ks: KernelSource, inputs: list[np.ndarray], out_types) -> dict:
+    import ml_dtypes
+    import torch
+    from triton.runtime.interpreter import InterpretedFunction
+    fn = InterpretedFunction(load(ks))
+    args = [_to_torch(a) for a in inputs]
+    dtypes = [np.dtype(getattr(ml_dtypes, d)) if d in ("bfloat16",) else np.dtype(d) for _, d in out_types]
+    outs = [torch.empty(shape, dtype=getattr(torch, _TORCH[d.name])) for (shape, _), d in zip(out_types, dtypes)]
+    fn[ks.grid](*args, *outs, **ks.constexprs)
+    return {"status": "ok", "outputs": [_to_numpy(o, d).reshape(shape) for o, d, (shape, _) in zip(outs, dtypes, out_types)]}
+
+
+@dataclass
+class Artifact:
+    """One kernel compiled for one GPU architecture."""
+    name: str
+    arch: str                          # "sm_90", "gfx906", ... as the target asked
+    binary_kind: str                   # "cubin" | "hsaco"
+    binary: bytes
+    text: dict[str, str] = field(default_factory=dict)     # ptx / amdgcn / ttgir / llir ...
+    registers: int | None = None
+    spills: int | None = None
+    shared_bytes: int | None = None
+    num_warps: int = 4
+    num_stages: int = 3
+
+    @property
+    def elf_arch(self) -> str:
+        """The architecture written in the binary's ELF header (not the one asked for)."""
+        return elf_arch(self.binary)
+
+
+def compile_for(ks: KernelSource, target, *, num_warps: int = 4, num_stages: int = 3) -> Artifact:
+    """Compile with Triton for `target` (a `triton.backends.compiler.GPUTarget`)."""
+    import triton
+    from triton.compiler import ASTSource
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    jit = triton.jit(load(ks))
+    src = ASTSource(fn=jit, signature=ks.signature, constexprs=dict(ks.constexprs))
+    compiled = triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
+    kind = "cubin" if target.backend == "cuda" else "hsaco"
+    text = {k: v for k, v in compiled.asm.items() if isinstance(v, str)}
+    arch = f"sm_{target.arch}" if target.backend == "cuda" else str(target.arch)
+    registers, spills = (_ptxas_usage(text["ptx"], arch) if kind == "cubin" else _amdgcn_usage(text["amdgcn"]))
+    return Artifact(ks.name, arch, kind, compiled.asm[kind], text, registers, spills,
+                    getattr(compiled.metadata, "shared", None), num_warps, num_stages)
+
+
+def _ptxas_usage(ptx: str, arch: str) -> tuple[int | None, int | None]:
+    """(registers per thread, spill bytes) as Triton's bundled ptxas reports them (the
+    driver reports them only when a GPU loads the kernel)."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from triton.backends.nvidia.compiler import get_ptxas
+    ptxas = Path(get_ptxas(int(arch[3:5])).path)      # the ptxas Triton itself used for this arch
+    if not ptxas.exists():
+        return None, None
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "k.ptx"
+        src.write_text(ptx)
+        gpu = arch + ("a" if arch == "sm_90" else "")     # Triton targets sm_90a for wgmma
+        done = subprocess.run([str(ptxas), "-v", f"--gpu-name={gpu}", str(src), "-o", str(Path(d) / "k.cubin")],
+                              capture_output=True, text=True)
+    info = done.stderr + done.stdout
+    regs = re.search(r"Used (\d+) registers", info)
+    spill = re.findall(r"(\d+) bytes spill stores", info)
+    return (int(regs.group(1)) if regs else None), (sum(map(int, spill)) if spill else None)
+
+
+def _amdgcn_usage(asm: str) -> tuple[int | None, int | None]:
+    """(vector registers, scratch bytes) from the assembler comments of an AMD kernel."""
+    import re
+    regs = re.search(r"; NumVgprs: (\d+)", asm)
+    scratch = re.search(r"; ScratchSize: (\d+)", asm)
+    return (int(regs.group(1)) if regs else None), (int(scratch.group(1)) if scratch else None)
+
+
+def elf_arch(binary: bytes) -> str:
+    """sm_XX from a cubin's ELF flags, gfxNNN from an AMD code object's."""
+    import struct
+    if binary[:4] != b"\x7fELF":
+        raise ValueError("not an ELF file")
+    machine = struct.unpack_from("<H", binary, 18)[0]
+    flags = struct.unpack_from("<I", binary, 48)[0]
+    if machine == 190:                       # EM_CUDA
+        # ELF ABI version >= 8 keeps the SM in bits 8-15, older ones in bits 0-7
+        sm = (flags >> 8) & 0xFF if binary[8] >= 8 else flags & 0xFF
+        return f"sm_{sm}"
+    if machine == 224:                       # EM_AMDGPU: EF_AMDGPU_MACH in the low byte
+        mach = flags & 0xFF
+        return _AMDGPU_MACH.get(mach, f"amdgpu mach 0x{mach:x}")
+    return f"elf machine {machine}"
+
+
+_AMDGPU_MACH = {0x2F: "gfx906", 0x30: "gfx908", 0x3F: "gfx90a", 0x40: "gfx942", 0x2C: "gfx900"}
