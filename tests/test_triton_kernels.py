@@ -1,4 +1,5 @@
-"""Triton kernels generated from kernel groups (backends/triton): checked in Triton's
+"""Triton kernels generated from kernel groups (backends/triton: elementwise, matmul with
+epilogues, row reductions): checked in Triton's
 interpreter against the reference executor (emulated), and compiled to machine code for
 sm_80 / sm_89 / sm_90 (cubin) and gfx906 (hsaco) with Triton's own toolchain (compiled).
 No GPU is needed for either."""
@@ -30,11 +31,24 @@ def batched_scores(q, k):
     return jnp.einsum("bqd,bkd->bqk", q, k) * 0.125
 
 
+def layer_norm(x, scale, bias):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+
+
+def row_max(x):
+    return jnp.max(x, axis=-1)
+
+
 # sizes that are not multiples of the blocks (64x64 tiles, 1024-element blocks)
 PROGRAMS = {
     "matmul_epilogue": (dense_gelu_residual, [(50, 70), (70, 90), (90,), (50, 90)]),
     "elementwise": (broadcast_transpose, [(33, 65), (65, 33), (65,)]),
     "batched_matmul": (batched_scores, [(3, 40, 16), (3, 24, 16)]),
+    "softmax": (jax.nn.softmax, [(6, 50)]),
+    "layernorm": (layer_norm, [(2, 5, 40), (40,), (40,)]),
+    "log_softmax": (jax.nn.log_softmax, [(3, 1000)]),
 }
 
 
@@ -75,10 +89,28 @@ def test_kernels_compile_to_machine_code_for_the_architecture(backend, arch, war
     assert ("ptx" if backend == "cuda" else "amdgcn") in art.text
 
 
+def test_row_maxima_propagate_nan_like_the_reference():
+    x = np.random.default_rng().standard_normal((7, 9)).astype(np.float32)
+    x[2, 4] = np.nan
+    low = xchip.jit(row_max, target="h800").lower(x)
+    (group,) = low.kernel_graph.groups
+    (got,) = runtime.emulate(generate(group, None, "h800"), [x], [v.type for v in group.outputs])
+    assert np.isnan(got[2]) and not np.isnan(np.delete(got, 2)).any()
+    np.testing.assert_array_equal(np.delete(got, 2), np.delete(x.max(axis=1), 2))
+
+
+@pytest.mark.parametrize("backend,arch,warp", [("cuda", 80, 32), ("hip", "gfx906", 64)])
+def test_row_kernels_compile(backend, arch, warp):
+    from triton.backends.compiler import GPUTarget
+    low, _ = _groups("layernorm")
+    art = runtime.compile_for(generate(low.kernel_graph.groups[0], None, "h800"), GPUTarget(backend, arch, warp))
+    assert art.elf_arch == (f"sm_{arch}" if backend == "cuda" else arch) and art.registers > 0
+
+
 def test_what_is_not_generated_names_the_op_its_location_and_the_target():
     rng = np.random.default_rng()
     x = rng.standard_normal((8, 16)).astype(np.float32)
-    low = xchip.jit(lambda x: jnp.sum(x, axis=1), target="h800").lower(x)
+    low = xchip.jit(lambda x: jnp.sum(x, axis=0), target="h800").lower(x)      # not the last axis
     group = low.kernel_graph.groups[0]
     with pytest.raises(UnsupportedOpError) as e:
         generate(group, None, "h800")

@@ -1,6 +1,8 @@
 """Kernel groups as Triton kernel source: `elementwise` groups (one flat program per block
-of output elements) and `matmul` groups (a tiled GEMM with the group's epilogue applied to
-the accumulator tile before it is stored).
+of output elements), `matmul` groups (a tiled GEMM with the group's epilogue applied to
+the accumulator tile before it is stored) and `reduction` groups over the last axis
+(softmax, layernorm, rmsnorm, log-softmax, plain sums and maxima: one program per row, the
+row held in registers, every reduction of the group done in that one pass over memory).
 
     ks = generate(group, config, target="h800")    # KernelSource: source text, signature, grid
     ks.source                                      # a module defining one undecorated function
@@ -82,13 +84,33 @@ class _Emitter:
         got = self.values[id(value)]
         if isinstance(got, Tile):
             return got
-        if tuple(value.type.shape) != tuple(self.shape) and value.type.size != 1:
+        index = self.index_of(value)
+        if index is None:
             raise UnsupportedOpError("load", None, self.target,
                                      f"an input of shape {list(value.type.shape)} in a kernel over {list(self.shape)}")
         strides = _strides(got.shape)
-        terms = [f"({self.index[d]}) * {s}" for d, s in zip(got.dims, strides) if d is not None]
+        terms = [f"({index[d]}) * {s}" for d, s in zip(got.dims, strides) if d is not None]
         offset = " + ".join(terms) or "0"
-        return Tile(self.fresh(f"tl.load({got.pointer} + {offset}, mask={mask})"), got.dtype)
+        mask = self.mask_of(value, mask)
+        load = f"tl.load({got.pointer} + {offset}" + (f", mask={mask})" if mask else ")")
+        return Tile(self.fresh(load), got.dtype)
+
+    # what the kernel's shape allows (row kernels override these)
+    def index_of(self, value) -> list[str] | None:
+        """Index expressions for the dims of a value loaded in this kernel (None: cannot be)."""
+        return self.index if tuple(value.type.shape) == tuple(self.shape) or value.type.size == 1 else None
+
+    def mask_of(self, value, mask: str) -> str | None:
+        return mask
+
+    def operand_ok(self, v) -> bool:
+        return tuple(v.type.shape) == tuple(self.shape) or v.type.size == 1
+
+    def tile_shape_op(self, op, src: Tile) -> Tile:
+        res = op.results[0]
+        if op.name == "reshape" and res.type.size == math.prod(self.shape):
+            return src
+        raise self.fail(op, f"{op.name} of a computed value (only of kernel inputs)")
 
     def run_ops(self, ops, mask: str) -> None:
         for op in ops:
@@ -100,8 +122,11 @@ class _Emitter:
                 args = [self.tile(v, mask) for v in op.operands]
                 out = op.results[0].type.dtype
                 for v in op.operands:
-                    if tuple(v.type.shape) != tuple(self.shape) and v.type.size != 1:
+                    if not self.operand_ok(v):
                         raise self.fail(op, f"operand of shape {list(v.type.shape)} in a kernel over {list(self.shape)}")
+                if op.name == "reduce":
+                    self.values[id(op.results[0])] = self.reduce(op, args)
+                    continue
                 expr = elementwise(op, [a.name for a in args], [a.dtype for a in args], out, self.target)
                 self.values[id(op.results[0])] = Tile(self.fresh(expr), out)
 
@@ -115,21 +140,20 @@ class _Emitter:
         if t.dtype.name == "bool":
             expr = f"tl.full([1], {int(bool(scalar))}, tl.int1)"
         elif t.dtype.is_float:
-            expr = f"tl.full([1], {float(scalar)!r}, {tl_type(t.dtype, op, self.target)})"
+            expr = f"tl.full([1], {_float_literal(float(scalar))}, {tl_type(t.dtype, op, self.target)})"
         else:
             expr = f"tl.full([1], {int(scalar)}, {tl_type(t.dtype, op, self.target)})"
-        self.values[id(op.results[0])] = Tile(self.fresh(expr.replace("inf", "float('inf')")), t.dtype)
+        self.values[id(op.results[0])] = Tile(self.fresh(expr), t.dtype)
+
+    def reduce(self, op, args: list[Tile]) -> Tile:
+        raise self.fail(op, "a reduction outside a row-reduction kernel")
 
     def _shape(self, op, mask: str) -> None:
         src = self.values[id(op.operands[0])]
         res = op.results[0]
-        if op.name == "reshape" and res.type.size == op.operands[0].type.size and isinstance(src, Tile):
-            if tuple(res.type.shape) != tuple(self.shape) and res.type.size != math.prod(self.shape):
-                raise self.fail(op, "a reshape inside the kernel")
-            self.values[id(res)] = src
+        if isinstance(src, Tile):
+            self.values[id(res)] = self.tile_shape_op(op, src)
             return
-        if not isinstance(src, View):
-            raise self.fail(op, f"{op.name} of a computed value (only of kernel inputs)")
         if op.name == "broadcast_in_dim":
             dims = op.attrs["broadcast_dimensions"]
             new = tuple(None if (d is None or src.shape[i] == 1) else dims[d] for i, d in enumerate(src.dims))
@@ -147,9 +171,35 @@ class _Emitter:
         self.values[id(res)] = View(src.pointer, src.shape, new, src.dtype)
 
 
+def _float_literal(x: float) -> str:
+    if math.isnan(x):
+        return "float('nan')"
+    if math.isinf(x):
+        return "float('inf')" if x > 0 else "-float('inf')"
+    return repr(x)
+
+
+# combine functions of reductions, NaN-propagating like the reference's
+_COMBINE = """
+@triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _min_nan(a, b):
+    return tl.minimum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _mul(a, b):
+    return a * b
+"""
+
+
 def _header(name: str, params: list[str], constexprs: list[str]) -> list[str]:
     args = ", ".join(params + [f"{c}: tl.constexpr" for c in constexprs])
-    return ["import triton.language as tl", "", "", f"def {name}({args}):"]
+    return ["import triton", "import triton.language as tl", _COMBINE, "", f"def {name}({args}):"]
 
 
 def _elementwise(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
@@ -246,6 +296,102 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
     return KernelSource(group.name, "matmul", source, params, consts, grid, _signature(group, params, list(consts)))
 
 
+class _RowEmitter(_Emitter):
+    """A row-reduction kernel: one program per row of the reduced operand [rows..., C],
+    the row in registers (BLOCK_C >= C lanes). Values are rows ([rows..., C]) or one scalar
+    per row ([rows...] or [rows..., 1], what reductions and their broadcasts produce)."""
+
+    def __init__(self, group, target, full: tuple[int, ...]):
+        strides = _strides(full[:-1])
+        index = [f"((pid // {s}) % {d})" for s, d in zip(strides, full[:-1])] + ["cols"]
+        super().__init__(group, target, index, full)
+        self.full = full
+
+    def is_row(self, shape) -> bool:
+        return tuple(shape) == self.full
+
+    def is_scalar(self, shape) -> bool:
+        shape = tuple(shape)
+        return shape in (self.full[:-1], self.full[:-1] + (1,)) or math.prod(shape) == 1
+
+    def index_of(self, value):
+        shape = tuple(value.type.shape)
+        if self.is_row(shape):
+            return self.index
+        if math.prod(shape) == 1:
+            return ["0"] * len(shape)
+        if self.is_scalar(shape):
+            return self.index[:-1] + (["0"] if len(shape) == len(self.full) else [])
+        return None
+
+    def mask_of(self, value, mask):
+        return "cmask" if self.is_row(value.type.shape) else None
+
+    def operand_ok(self, v) -> bool:
+        return self.is_row(v.type.shape) or self.is_scalar(v.type.shape)
+
+    def tile_shape_op(self, op, src):
+        arg, res = op.operands[0].type.shape, op.results[0].type.shape
+        lead = len(self.full) - 1
+        if self.is_scalar(arg) and (self.is_scalar(res) or self.is_row(res)):
+            dims = list(op.attrs.get("broadcast_dimensions", range(len(arg))))
+            if op.name == "reshape" or math.prod(arg) == 1 or dims[:lead] == list(range(lead)):
+                return src
+        if self.is_row(arg) and self.is_row(res):
+            return src
+        raise self.fail(op, f"{op.name} from {list(arg)} to {list(res)} in a row kernel over {list(self.full)}")
+
+    def reduce(self, op, args):
+        x, init = args[0], args[1]
+        body = [o.name for r in op.regions for o in r.ops if o.name != "return"]
+        out = op.results[0].type.dtype
+        if len(op.operands) != 2 or tuple(op.attrs["dimensions"]) != (len(self.full) - 1,) \
+                or not self.is_row(op.operands[0].type.shape) or len(body) != 1 or not out.is_float:
+            raise self.fail(op, "only single float reductions over the last axis of the row")
+        xs = f"{x.name}.to(tl.float32)" if x.dtype.name in NARROW else x.name
+        forms = {
+            "add": f"{init.name} + tl.sum(tl.where(cmask, {xs}, 0.0), axis=0)",
+            "maximum": f"tl.maximum({init.name}, tl.reduce(tl.where(cmask, {xs}, -float('inf')), 0, _max_nan), "
+                       "propagate_nan=tl.PropagateNan.ALL)",
+            "minimum": f"tl.minimum({init.name}, tl.reduce(tl.where(cmask, {xs}, float('inf')), 0, _min_nan), "
+                       "propagate_nan=tl.PropagateNan.ALL)",
+            "multiply": f"{init.name} * tl.reduce(tl.where(cmask, {xs}, 1.0), 0, _mul)",
+        }
+        if body[0] not in forms:
+            raise self.fail(op, f"a reduction by {body[0]}")
+        expr = forms[body[0]]
+        if out.name in NARROW:
+            expr = f"({expr}).to({TL[out.name]})"
+        return Tile(self.fresh(expr), out)
+
+
+def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
+    first = next((op for op in group.ops if op.name == "reduce"), None)
+    if first is None:
+        raise UnsupportedOpError(group.ops[0].name, group.ops[0].loc, target, "a reduction group without reduce")
+    full = tuple(first.operands[0].type.shape)
+    rows, C = math.prod(full[:-1]), full[-1]
+    em = _RowEmitter(group, target, full)
+    em.lines += ["pid = tl.program_id(0)", "cols = tl.arange(0, BLOCK_C)", f"cmask = cols < {C}"]
+    em.run_ops(group.ops, "cmask")
+    outs = [f"out{k}" for k in range(len(group.outputs))]
+    for name, v in zip(outs, group.outputs):
+        t = em.tile(v, "cmask")
+        value = t.name if t.dtype == v.type.dtype else f"{t.name}.to({TL[v.type.dtype.name]})"
+        if em.is_row(v.type.shape):
+            em.lines.append(f"tl.store({name} + pid * {C} + cols, tl.broadcast_to({value}, [BLOCK_C]), mask=cmask)")
+        elif em.is_scalar(v.type.shape):
+            em.lines.append(f"tl.store({name} + pid + tl.arange(0, 1), tl.broadcast_to({value}, [1]))")
+        else:
+            raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
+                                     f"an output of shape {list(v.type.shape)} from a row kernel over {list(full)}")
+    block = 1 << max(0, (C - 1).bit_length())
+    params = [f"in{k}" for k in range(len(group.inputs))] + outs
+    source = "\n".join(_header(group.name, params, ["BLOCK_C"]) + ["    " + x for x in em.lines]) + "\n"
+    return KernelSource(group.name, "reduction", source, params, {"BLOCK_C": block}, (rows,),
+                        _signature(group, params, ["BLOCK_C"]))
+
+
 def generate(group: KernelGroup, config: dict | None = None, target: str | None = None) -> KernelSource:
     """Triton source for `group` with `config` (block or tile sizes; defaults otherwise)."""
     config = dict(config or {})
@@ -253,6 +399,8 @@ def generate(group: KernelGroup, config: dict | None = None, target: str | None 
         return _elementwise(group, config, target)
     if group.kind == "matmul":
         return _matmul(group, config, target)
+    if group.kind == "reduction":
+        return _reduction(group, config, target)
     op = group.anchor or group.ops[0]
     raise UnsupportedOpError(op.name, op.loc, target, f"{group.kind} kernels are not generated for Triton yet")
 
