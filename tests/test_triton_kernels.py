@@ -116,3 +116,40 @@ def test_what_is_not_generated_names_the_op_its_location_and_the_target():
         generate(group, None, "h800")
     message = str(e.value)
     assert "'reduce'" in message and "h800" in message and "test_triton_kernels.py" in message
+
+
+def test_the_mlp_examples_gelu_kernel_matches_in_the_interpreter():
+    from examples.mlp import dense_gelu
+    rng = np.random.default_rng()
+    args = [rng.standard_normal(s).astype(np.float32) for s in [(20, 48), (48, 72), (72,)]]
+    low = xchip.jit(dense_gelu, target="h20").lower(*args)
+    env = dict(zip(low.graph.body.args, args))
+    (group,) = low.kernel_graph.groups
+    want = reference.evaluate_ops(group.ops, {v: env[v] for v in group.inputs})
+    (got,) = runtime.emulate(generate(group, {"tile_m": 16, "tile_n": 32, "tile_k": 16}, "h20"),
+                             [env[v] for v in group.inputs], [v.type for v in group.outputs])
+    c = compare(got, want[group.outputs[0]], 1e-5, 1e-5)
+    assert c.ok, str(c)
+
+
+def test_compile_emits_machine_code_and_a_manifest(tmp_path, capsys):
+    import json
+
+    from xchip.cli import main
+    assert main(["compile", "examples/mlp.py:dense_gelu", "--args", "f32[64,128],f32[128,256],f32[256]",
+                 "--target", "h800,dcu-z100", "-q", "--emit-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 kernels compiled for h800-sxm (sm_90)" in out and "compiled for dcu-z100 (gfx906)" in out
+    for target, arch, binary in (("h800-sxm", "sm_90", "cubin"), ("dcu-z100", "gfx906", "hsaco")):
+        manifest = json.loads((tmp_path / target / "manifest.json").read_text())
+        (kernel,) = manifest["kernels"]
+        assert kernel["status"] == "compiled" and kernel["binary_arch"] == arch == manifest["arch"]
+        assert (tmp_path / target / f"{kernel['kernel']}.{binary}").read_bytes()[:4] == b"\x7fELF"
+        assert kernel["registers"] > 0 and kernel["verification"] == "compiled"
+
+
+def test_emit_dir_on_a_target_without_machine_code_says_so(tmp_path, capsys):
+    from xchip.cli import main
+    assert main(["compile", "examples/mlp.py:dense_gelu", "--args", "f32[4,8],f32[8,16],f32[16]",
+                 "--target", "ascend910b", "-q", "--emit-dir", str(tmp_path)]) == 2
+    assert "no machine code is generated for target 'ascend910b'" in capsys.readouterr().err

@@ -79,6 +79,7 @@ class Compiled:
         self._traced = traced
         self._expected_dtypes = [np.dtype(aval.dtype) for aval in traced.in_avals]
         self._program = None
+        self._artifacts = None
         if self.runner == "compiled":
             from .autotune.tune import tuned_configs
             from .backends.cpu import CpuProgram
@@ -117,6 +118,18 @@ class Compiled:
 
     def as_text(self) -> str:
         return print_graph(self.graph, self.kernel_graph.annotations())
+
+    @property
+    def artifacts(self):
+        """Machine code for a GPU-family target (`backends/triton`): per kernel the binary
+        (cubin / hsaco) with its registers, spills and shared memory, or why it was not
+        generated; compiled on first access. None for targets without a Triton backend."""
+        if self._artifacts is None:
+            from .backends.triton.program import compile_graph, gpu_target
+            if gpu_target(self.target) is None:
+                return None
+            self._artifacts = compile_graph(self.kernel_graph, self.target)
+        return self._artifacts
 
     def _flat_inputs(self, leaves: list) -> list[np.ndarray]:
         flat = []

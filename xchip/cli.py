@@ -105,6 +105,8 @@ def _cmd_compile(ns: argparse.Namespace) -> int:
             print(f"memory: {plan.summary()}")
         if ns.estimate:
             print(format_estimate(compiled.estimate()))
+        if ns.emit_dir:
+            _emit(compiled, ns.emit_dir, len(ns.target.split(",")) > 1)
         if ns.run and compiled.runner == "none":
             print(f"run: skipped on {compiled.target}: nothing executes there yet (use --target cpu)")
         elif ns.run:
@@ -118,6 +120,23 @@ def _cmd_compile(ns: argparse.Namespace) -> int:
                 print(f"  output {i}: {'ok' if c.ok else 'MISMATCH'}: {c}")
                 status |= 0 if c.ok else 1
     return status
+
+
+def _emit(compiled, emit_dir: str, per_target: bool) -> None:
+    """Machine code and a manifest for a GPU-family target."""
+    artifacts = compiled.artifacts
+    if artifacts is None:
+        raise XchipError(f"--emit-dir: no machine code is generated for target '{compiled.target}' "
+                         "(GPU-family targets: a800, l20, h800-sxm, h800-pcie, h20, dcu-z100)")
+    path = artifacts.write(os.path.join(emit_dir, compiled.target) if per_target else emit_dir)
+    print(f"machine code: {artifacts.summary()}; manifest {path}")
+    for k in artifacts.kernels:
+        a = k.artifact
+        if a is not None:
+            print(f"  {k.group:16s} {a.binary_kind} {a.elf_arch:7s} registers {a.registers}, spills {a.spills} B, "
+                  f"shared {a.shared_bytes} B, tiles from {k.tiles_from} (compiled)")
+        else:
+            print(f"  {k.group:16s} {k.status}: {k.reason}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--print-after", action="append", default=[], metavar="PASS",
                    help="print the IR after this pass (repeatable)")
     c.add_argument("--debug", action="store_true", help="verify the IR after every pass")
+    c.add_argument("--emit-dir", metavar="DIR",
+                   help="GPU-family targets: write each kernel's .ptx/.cubin (.amdgcn/.hsaco) and manifest.json "
+                        "(a subfolder per target when several are given)")
     c.add_argument("--estimate", action="store_true",
                    help="print the cost model's (modeled) time per kernel on each target")
     c.set_defaults(handler=_cmd_compile)

@@ -108,6 +108,8 @@ class _Emitter:
 
     def tile_shape_op(self, op, src: Tile) -> Tile:
         res = op.results[0]
+        if op.operands[0].type.size == 1 and op.name in ("broadcast_in_dim", "reshape"):
+            return src                   # one value: Triton broadcasts it
         if op.name == "reshape" and res.type.size == math.prod(self.shape):
             return src
         raise self.fail(op, f"{op.name} of a computed value (only of kernel inputs)")

@@ -1,0 +1,134 @@
+"""A kernel graph compiled for one GPU-family target: every group Triton can express, as
+machine code for the target's architecture; the others listed with why.
+
+    result = compile_graph(kernel_graph, "h800")     # ProgramArtifacts
+    result.write(directory)                          # .ptx/.cubin (or .amdgcn/.hsaco) + manifest.json
+
+Targets and the Triton backend they compile through: a800 sm_80, l20 sm_89, h800-sxm /
+h800-pcie / h20 sm_90 (cubin, Triton's bundled ptxas), dcu-z100 gfx906 (hsaco, Triton's
+AMD backend, wavefront 64). Matmul tiles come from the tuning database's modeled results
+for the target (`xchip autotune --target`) when it has them, else from the cost model over
+the tile space (`backends/tile_knobs.py`), so targets with different numbers (the H20's
+low compute and high bandwidth, the H800's) can get different tiles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xchip.errors import UnsupportedOpError
+
+from .kernels import generate
+from .runtime import Artifact, compile_for
+
+# canonical target name -> (Triton backend, architecture, threads per warp/wavefront)
+GPU_TARGETS = {
+    "a800": ("cuda", 80, 32),
+    "l20": ("cuda", 89, 32),
+    "h800-sxm": ("cuda", 90, 32),
+    "h800-pcie": ("cuda", 90, 32),
+    "h20": ("cuda", 90, 32),
+    "dcu-z100": ("hip", "gfx906", 64),
+}
+
+
+def gpu_target(name: str):
+    """Triton's GPUTarget for a canonical target name, or None."""
+    if name not in GPU_TARGETS:
+        return None
+    from triton.backends.compiler import GPUTarget
+    return GPUTarget(*GPU_TARGETS[name])
+
+
+@dataclass
+class KernelArtifact:
+    group: str
+    kind: str
+    status: str                        # "compiled" | "not generated" | "failed"
+    reason: str = ""
+    config: dict = field(default_factory=dict)
+    tiles_from: str = ""               # "tuning database (modeled)" | "cost model" | "default"
+    artifact: Artifact | None = None
+
+
+@dataclass
+class ProgramArtifacts:
+    target: str
+    arch: str
+    kernels: list[KernelArtifact]
+
+    def write(self, directory) -> Path:
+        """Text stages and binaries per kernel, and manifest.json describing them."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for k in self.kernels:
+            entry = {"kernel": k.group, "kind": k.kind, "status": k.status, "reason": k.reason,
+                     "config": k.config, "tiles_from": k.tiles_from}
+            a = k.artifact
+            if a is not None:
+                text = "ptx" if a.binary_kind == "cubin" else "amdgcn"
+                (d / f"{k.group}.{text}").write_text(a.text[text])
+                (d / f"{k.group}.{a.binary_kind}").write_bytes(a.binary)
+                entry.update(files=[f"{k.group}.{text}", f"{k.group}.{a.binary_kind}"], arch=a.arch,
+                             binary_arch=a.elf_arch, registers=a.registers, spill_bytes=a.spills,
+                             shared_bytes=a.shared_bytes, num_warps=a.num_warps, num_stages=a.num_stages,
+                             verification="compiled")
+            entries.append(entry)
+        manifest = {"target": self.target, "arch": self.arch, "kernels": entries,
+                    "compiled": sum(k.status == "compiled" for k in self.kernels), "total": len(self.kernels)}
+        path = d / "manifest.json"
+        path.write_text(json.dumps(manifest, indent=1))
+        return path
+
+    def summary(self) -> str:
+        done = sum(k.status == "compiled" for k in self.kernels)
+        return f"{done} of {len(self.kernels)} kernels compiled for {self.target} ({self.arch})"
+
+
+def _tiles(group, target_name: str, db_configs: dict) -> tuple[dict, str]:
+    if group.name in db_configs:
+        return db_configs[group.name], "tuning database (modeled)"
+    if group.kind != "matmul":
+        return {}, "default"
+    from xchip.backends.tile_knobs import tile_space
+    from xchip.targets import get
+    from xchip.targets.cost_model import estimate_kernel
+    target = get(target_name)
+    space = tile_space(group, target)
+    best, best_s = None, None
+    for config in space or ():
+        t = estimate_kernel(group, target, config).time_s
+        if t is not None and (best_s is None or t < best_s):
+            best, best_s = config, t
+    return (best, "cost model") if best is not None else ({}, "default")
+
+
+def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
+    gpu = gpu_target(target_name)
+    if gpu is None:
+        raise UnsupportedOpError("program", None, target_name, "no Triton backend for this target")
+    from xchip.autotune.modeled import modeled_configs
+    db_configs = modeled_configs(kernel_graph, target_name)
+    kernels = []
+    for group in kernel_graph.groups:
+        config, source = _tiles(group, target_name, db_configs)
+        try:
+            ks = generate(group, config, target_name)
+        except UnsupportedOpError as e:
+            kernels.append(KernelArtifact(group.name, group.kind, "not generated", str(e)))
+            continue
+        options = {"num_warps": int(config.get("num_warps", 4)), "num_stages": int(config.get("stages", 3))}
+        try:
+            art = compile_for(ks, gpu, **options)
+        except Exception as e:  # noqa: BLE001 - Triton's compile errors come as many types
+            lines = str(e).strip().splitlines()
+            kernels.append(KernelArtifact(group.name, group.kind, "failed", f"{type(e).__name__}: "
+                                          f"{lines[-1] if lines else ''}", config, source))
+            continue
+        kernels.append(KernelArtifact(group.name, group.kind, "compiled", "", config, source, art))
+    arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
+    return ProgramArtifacts(target_name, arch, kernels)
+
