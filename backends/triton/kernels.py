@@ -235,45 +235,81 @@ def _signature(group: KernelGroup, params: list[str], constexprs: list[str]) -> 
     return sig
 
 
+def _linear(index: str, dims: list[int], shape, strides) -> str:
+    """The memory offset of `index`, a row-major index over `dims` of a value (sizes `shape`,
+    per-dim memory `strides`), as a sum of per-dim terms."""
+    terms, inner = [], 1
+    for d in reversed(dims):
+        if strides[d] and shape[d] > 1:
+            part = f"({index} // {inner})" if inner > 1 else f"({index})"
+            part = f"({part} % {shape[d]})" if d != dims[0] else part
+            terms.append(f"{part} * {strides[d]}")
+        inner *= shape[d]
+    return " + ".join(terms) or "0"
+
+
+def _split(index: str, sizes: list[int]) -> list[str]:
+    """Per-dim indices of a row-major index over dims of `sizes`."""
+    out, inner = [], math.prod(sizes)
+    for k, n in enumerate(sizes):
+        inner //= n
+        part = f"({index} // {inner})" if inner > 1 else f"({index})"
+        out.append(part if k == 0 else f"({part} % {n})")
+    return out
+
+
+def _operand_strides(em: _Emitter, value) -> tuple[str, list[int]]:
+    """(pointer, memory stride per dim) of a matmul operand: a group input, or a broadcast /
+    transpose / reshape of one (folded into the strides: no copy)."""
+    got = em.values[id(value)]
+    if not isinstance(got, View):
+        raise UnsupportedOpError("dot_general", None, em.target,
+                                 "an operand computed inside the kernel (an operand prologue)")
+    mem = _strides(got.shape)
+    out = [0] * len(value.type.shape)
+    for i, d in enumerate(got.dims):
+        if d is not None:
+            out[d] = mem[i]
+    return got.pointer, out
+
+
 def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
     dot = group.anchor if group.anchor is not None and group.anchor.name == "dot_general" else \
         next((op for op in group.ops if op.name == "dot_general"), None)
     if dot is None:
         raise UnsupportedOpError(group.ops[0].name, group.ops[0].loc, target, "a matmul group without dot_general")
-    before = group.ops[:group.ops.index(dot)]
-    if before:
-        raise UnsupportedOpError(before[0].name, before[0].loc, target,
-                                 "ops before the matmul (operand prologues) are not generated yet")
     lhs, rhs = dot.operands
     a = dot.attrs
     lb, rb = list(a["lhs_batching_dimensions"]), list(a["rhs_batching_dimensions"])
     lc, rc = list(a["lhs_contracting_dimensions"]), list(a["rhs_contracting_dimensions"])
     lf = [d for d in range(len(lhs.type.shape)) if d not in lb + lc]
     rf = [d for d in range(len(rhs.type.shape)) if d not in rb + rc]
-    if len(lb) > 1 or len(lc) != 1 or len(rc) != 1 or len(lf) != 1 or len(rf) != 1:
-        raise UnsupportedOpError("dot_general", dot.loc, target,
-                                 "only [batch] x M x K by [batch] x K x N products (one dim each)")
-    if lhs not in group.inputs or rhs not in group.inputs:
-        raise UnsupportedOpError("dot_general", dot.loc, target, "operands computed inside the kernel")
-    ls, rs = _strides(lhs.type.shape), _strides(rhs.type.shape)
-    M, N, K = lhs.type.shape[lf[0]], rhs.type.shape[rf[0]], lhs.type.shape[lc[0]]
-    B = lhs.type.shape[lb[0]] if lb else 1
+    lsh, rsh = list(lhs.type.shape), list(rhs.type.shape)
+    B = math.prod(lsh[d] for d in lb)
+    M, N, K = math.prod(lsh[d] for d in lf), math.prod(rsh[d] for d in rf), math.prod(lsh[d] for d in lc)
     res = dot.results[0].type
-    index = (["pid_b"] if lb else []) + ["rm[:, None]", "rn[None, :]"]
+    # the result's dims: batch..., lhs free..., rhs free...; indices from pid_b, rm, rn
+    index = (_split("pid_b", [lsh[d] for d in lb]) if lb else []) + \
+        [f"{x}[:, None]" for x in _split("rm", [lsh[d] for d in lf])] + \
+        [f"{x}[None, :]" for x in _split("rn", [rsh[d] for d in rf])]
     em = _Emitter(group, target, index, tuple(res.shape))
-    pa, pb = em.params[id(lhs)], em.params[id(rhs)]
-    batch_a = f"pid_b * {ls[lb[0]]} + " if lb else ""
-    batch_b = f"pid_b * {rs[rb[0]]} + " if lb else ""
+    em.run_ops(group.ops[:group.ops.index(dot)], "mask")        # shape ops on the operands only
+    pa, ls = _operand_strides(em, lhs)
+    pb, rs = _operand_strides(em, rhs)
+    batch_a = _linear("pid_b", lb, lsh, ls) if lb else "0"
+    batch_b = _linear("pid_b", rb, rsh, rs) if rb else "0"
     precision = ', input_precision="ieee"' if lhs.type.dtype.name in ("f32", "f64") else ""
     em.lines += [
         "pid_m = tl.program_id(0)", "pid_n = tl.program_id(1)", "pid_b = tl.program_id(2)",
         "rm = pid_m * TILE_M + tl.arange(0, TILE_M)", "rn = pid_n * TILE_N + tl.arange(0, TILE_N)",
         "rk = tl.arange(0, TILE_K)", "acc = tl.zeros((TILE_M, TILE_N), dtype=tl.float32)",
+        f"a_row = {batch_a} + {_linear('rm', lf, lsh, ls)}",
+        f"b_col = {batch_b} + {_linear('rn', rf, rsh, rs)}",
         f"for k0 in range(0, {K}, TILE_K):",
         "    kk = k0 + rk",
-        f"    x = tl.load({pa} + {batch_a}rm[:, None] * {ls[lf[0]]} + kk[None, :] * {ls[lc[0]]}, "
+        f"    x = tl.load({pa} + a_row[:, None] + ({_linear('kk', lc, lsh, ls)})[None, :], "
         f"mask=(rm[:, None] < {M}) & (kk[None, :] < {K}), other=0.0)",
-        f"    y = tl.load({pb} + {batch_b}kk[:, None] * {rs[rc[0]]} + rn[None, :] * {rs[rf[0]]}, "
+        f"    y = tl.load({pb} + ({_linear('kk', rc, rsh, rs)})[:, None] + b_col[None, :], "
         f"mask=(kk[:, None] < {K}) & (rn[None, :] < {N}), other=0.0)",
         f"    acc += tl.dot(x, y{precision})",
         f"mask = (rm[:, None] < {M}) & (rn[None, :] < {N})",
@@ -282,7 +318,7 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
     em.values[id(dot.results[0])] = Tile(em.fresh(acc), res.dtype)
     em.run_ops(group.ops[group.ops.index(dot) + 1:], "mask")
     outs = [f"out{k}" for k in range(len(group.outputs))]
-    flat = ("pid_b * " + str(M * N) + " + " if lb else "") + f"rm[:, None] * {N} + rn[None, :]"
+    flat = f"pid_b * {M * N} + rm[:, None] * {N} + rn[None, :]"
     for name, v in zip(outs, group.outputs):
         if v.type.size != res.size:
             raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
