@@ -165,14 +165,15 @@ def test_every_generated_kernel_of_an_example_model_matches_in_the_interpreter(e
     low = xchip.jit(ex.fn, target="h800").lower(params, x)
     values = dict(zip(low.graph.body.args, [np.asarray(a) for a in jax.tree_util.tree_leaves((params, x))]))
     values.update(reference.evaluate_ops(low.graph.body.ops, dict(values)))
-    skipped = []
+    skipped, generated = [], []
     for group in low.kernel_graph.groups:
         try:
-            ks = generate(group, {"tile_m": 16, "tile_n": 32, "tile_k": 16}, "h800")
+            generated.append((group, generate(group, {"tile_m": 16, "tile_n": 32, "tile_k": 16}, "h800")))
         except UnsupportedOpError as e:
             skipped.append((group.kind, str(e)))
-            continue
-        got = runtime.emulate(ks, [values[v] for v in group.inputs], [v.type for v in group.outputs])
+    results = runtime.emulate_many([(ks, [values[v] for v in g.inputs], [v.type for v in g.outputs])
+                                    for g, ks in generated])
+    for (group, _), got in zip(generated, results):
         for v, out in zip(group.outputs, got):
             c = compare(out, values[v], 1e-5, 1e-5)
             assert c.ok, f"{group.name}: {c}"

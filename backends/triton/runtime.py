@@ -70,29 +70,37 @@ def _to_numpy(t, dtype) -> np.ndarray:
 
 def emulate(ks: KernelSource, inputs: list[np.ndarray], out_types, timeout: float = 300.0) -> list[np.ndarray]:
     """Run the kernel in Triton's interpreter on `inputs`; the outputs as numpy arrays
-    (`out_types`: the group's output TensorTypes). In a fresh interpreter: TRITON_INTERPRET
-    must be set before triton.language is imported (its library functions are decorated
-    then), and a process that compiles must not have it."""
+    (`out_types`: the group's output TensorTypes)."""
+    return emulate_many([(ks, inputs, out_types)], timeout)[0]
+
+
+def emulate_many(runs, timeout: float = 600.0) -> list[list[np.ndarray]]:
+    """`emulate` for several (kernel source, inputs, output types), in one fresh interpreter:
+    TRITON_INTERPRET must be set before triton.language is imported (its library functions
+    are decorated then), and a process that compiles kernels must not have it."""
     from xchip.autotune.measure import run_isolated
-    result = run_isolated(_emulate_here, (ks, inputs, [(tuple(t.shape), np.dtype(t.dtype.numpy).str
-                                                        if np.dtype(t.dtype.numpy).kind != "V" else t.dtype.name)
-                                                       for t in out_types]),
-                          timeout, env={"TRITON_INTERPRET": "1"})
+    jobs = [(ks, inputs, [(tuple(t.shape), t.dtype.name) for t in out_types]) for ks, inputs, out_types in runs]
+    result = run_isolated(_emulate_here, (jobs,), timeout, env={"TRITON_INTERPRET": "1"})
     if result.get("status") != "ok":
-        raise RuntimeError(f"emulating {ks.name} failed ({result.get('status')}): {result.get('reason')}")
+        names = ", ".join(ks.name for ks, _, _ in runs)
+        raise RuntimeError(f"emulating {names} failed ({result.get('status')}): {result.get('reason')}")
     return result["outputs"]
 
 
-def _emulate_here(ks: KernelSource, inputs: list[np.ndarray], out_types) -> dict:
-    import ml_dtypes
+def _emulate_here(jobs) -> dict:
     import torch
     from triton.runtime.interpreter import InterpretedFunction
-    fn = InterpretedFunction(load(ks))
-    args = [_to_torch(a) for a in inputs]
-    dtypes = [np.dtype(getattr(ml_dtypes, d)) if d in ("bfloat16",) else np.dtype(d) for _, d in out_types]
-    outs = [torch.empty(shape, dtype=getattr(torch, _TORCH[d.name])) for (shape, _), d in zip(out_types, dtypes)]
-    fn[ks.grid](*args, *outs, **ks.constexprs)
-    return {"status": "ok", "outputs": [_to_numpy(o, d).reshape(shape) for o, d, (shape, _) in zip(outs, dtypes, out_types)]}
+
+    from xchip.ir import dtypes
+    results = []
+    for ks, inputs, out_types in jobs:
+        fn = InterpretedFunction(load(ks))
+        args = [_to_torch(a) for a in inputs]
+        np_types = [np.dtype(dtypes.get(name).numpy) for _, name in out_types]
+        outs = [torch.empty(shape, dtype=getattr(torch, _TORCH[d.name])) for (shape, _), d in zip(out_types, np_types)]
+        fn[ks.grid](*args, *outs, **ks.constexprs)
+        results.append([_to_numpy(o, d).reshape(shape) for o, d, (shape, _) in zip(outs, np_types, out_types)])
+    return {"status": "ok", "outputs": results}
 
 
 @dataclass
