@@ -68,8 +68,9 @@ def test_estimates_use_the_stored_modeled_tiles(tmp_path, monkeypatch):
     low = _gemm("h20", 2048, 512, 2048)
     before = low.compile().estimate()
     assert not any("tuning database" in n for n in before.notes)
+    assert any("from the cost model" in n for n in before.notes)     # the tiles the backend would pick
     (r,) = [r for r in tune_modeled(low, "h20", db=TuningDB()) if r.search is not None]
     after = low.compile().estimate()
-    assert any("tile configs of 1 kernel(s)" in n for n in after.notes)
+    assert any(n.startswith(f"{r.name}: tile") and "tuning database (modeled)" in n for n in after.notes)
     kernel = next(k for k in after.kernels if k.group == r.name)
     assert kernel.time_s == pytest.approx(r.best.stats.median_s)

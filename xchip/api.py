@@ -106,14 +106,20 @@ class Compiled:
         (default: the compiled target), with the tile configs `xchip autotune --target`
         stored for it where the tuning database has them (else ideal tiling)."""
         target = targets.resolve_name(target or self.target)
-        configs = {}
-        if target != HOST:
+        if target == HOST:
+            return targets.estimate_kernel_graph(self.kernel_graph, target)
+        from .backends.triton.program import gpu_target, tile_configs
+        if gpu_target(target) is not None:
+            # the tiles the Triton backend compiles with: modeled tunings, else the cost model's pick
+            chosen = {name: c for name, c in tile_configs(self.kernel_graph, target).items() if c[0]}
+        else:
             from .autotune.modeled import modeled_configs
-            configs = modeled_configs(self.kernel_graph, target)
-        estimate = targets.estimate_kernel_graph(self.kernel_graph, target, configs)
-        if configs:
-            estimate.notes.insert(0, f"tile configs of {len(configs)} kernel(s) from the tuning database "
-                                     f"(modeled by `xchip autotune --target {target}`): {', '.join(configs)}")
+            chosen = {name: (c, "tuning database (modeled)")
+                      for name, c in modeled_configs(self.kernel_graph, target).items()}
+        estimate = targets.estimate_kernel_graph(self.kernel_graph, target, {n: c for n, (c, _) in chosen.items()})
+        for name, (c, source) in chosen.items():
+            tile = f"{c['tile_m']}x{c['tile_n']}x{c['tile_k']}, {c.get('stages', 3)} stages"
+            estimate.notes.insert(0, f"{name}: tile {tile} from the {source}")
         return estimate
 
     def as_text(self) -> str:

@@ -106,15 +106,22 @@ def _tiles(group, target_name: str, db_configs: dict) -> tuple[dict, str]:
     return (best, "cost model") if best is not None else ({}, "default")
 
 
+def tile_configs(kernel_graph, target_name: str) -> dict[str, tuple[dict, str]]:
+    """Per group: (tile config, where it came from) — what `compile_graph` compiles with and
+    `Compiled.estimate` models with, so the two agree."""
+    from xchip.autotune.modeled import modeled_configs
+    db_configs = modeled_configs(kernel_graph, target_name)
+    return {g.name: _tiles(g, target_name, db_configs) for g in kernel_graph.groups}
+
+
 def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
     gpu = gpu_target(target_name)
     if gpu is None:
         raise UnsupportedOpError("program", None, target_name, "no Triton backend for this target")
-    from xchip.autotune.modeled import modeled_configs
-    db_configs = modeled_configs(kernel_graph, target_name)
+    tiles = tile_configs(kernel_graph, target_name)
     kernels = []
     for group in kernel_graph.groups:
-        config, source = _tiles(group, target_name, db_configs)
+        config, source = tiles[group.name]
         try:
             ks = generate(group, config, target_name)
         except UnsupportedOpError as e:
