@@ -179,3 +179,20 @@ def test_every_generated_kernel_of_an_example_model_matches_in_the_interpreter(e
             assert c.ok, f"{group.name}: {c}"
     assert [kind for kind, _ in skipped] == (["attention"] if example == "transformer" else [])
     assert all("h800" in why and "examples/transformer.py" in why for _, why in skipped)
+
+
+def test_dcus_that_need_hygons_toolchain_get_source_only_and_say_why(tmp_path, capsys, monkeypatch):
+    import json
+
+    from xchip.cli import main
+    for var in ("DTK_HOME", "ROCM_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")                 # no Hygon hipcc
+    assert main(["compile", "examples/mlp.py:dense_gelu", "--args", "f32[16,32],f32[32,64],f32[64]",
+                 "--target", "dcu-k100", "-q", "--emit-dir", str(tmp_path)]) == 0
+    assert "emitted as Triton source for dcu-k100 (gfx926)" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (kernel,) = manifest["kernels"]
+    assert kernel["status"] == "emitted" and kernel["verification"] == "emitted"
+    assert "Hygon's toolchain" in kernel["reason"] and "none was found" in kernel["reason"]
+    assert "def matmul_0(" in (tmp_path / "matmul_0.py").read_text()

@@ -108,8 +108,8 @@ class Compiled:
         target = targets.resolve_name(target or self.target)
         if target == HOST:
             return targets.estimate_kernel_graph(self.kernel_graph, target)
-        from .backends.triton.program import gpu_target, tile_configs
-        if gpu_target(target) is not None:
+        from .backends.triton.program import supports, tile_configs
+        if supports(target):
             # the tiles the Triton backend compiles with: modeled tunings, else the cost model's pick
             chosen = {name: c for name, c in tile_configs(self.kernel_graph, target).items() if c[0]}
         else:
@@ -131,8 +131,8 @@ class Compiled:
         (cubin / hsaco) with its registers, spills and shared memory, or why it was not
         generated; compiled on first access. None for targets without a Triton backend."""
         if self._artifacts is None:
-            from .backends.triton.program import compile_graph, gpu_target
-            if gpu_target(self.target) is None:
+            from .backends.triton.program import compile_graph, supports
+            if not supports(self.target):
                 return None
             self._artifacts = compile_graph(self.kernel_graph, self.target)
         return self._artifacts

@@ -127,9 +127,10 @@ def _emit(compiled, emit_dir: str, per_target: bool) -> None:
     artifacts = compiled.artifacts
     if artifacts is None:
         raise XchipError(f"--emit-dir: no machine code is generated for target '{compiled.target}' "
-                         "(GPU-family targets: a800, l20, h800-sxm, h800-pcie, h20, dcu-z100)")
+                         "(GPU-family targets: a800, l20, h800-sxm, h800-pcie, h20, dcu-z100; "
+                         "dcu-k100 and dcu-k100-ai as source only)")
     path = artifacts.write(os.path.join(emit_dir, compiled.target) if per_target else emit_dir)
-    print(f"machine code: {artifacts.summary()}; manifest {path}")
+    print(f"kernels: {artifacts.summary()}; manifest {path}")
     for k in artifacts.kernels:
         a = k.artifact
         if a is not None:

@@ -6,7 +6,9 @@ machine code for the target's architecture; the others listed with why.
 
 Targets and the Triton backend they compile through: a800 sm_80, l20 sm_89, h800-sxm /
 h800-pcie / h20 sm_90 (cubin, Triton's bundled ptxas), dcu-z100 gfx906 (hsaco, Triton's
-AMD backend, wavefront 64). Matmul tiles come from the tuning database's modeled results
+AMD backend, wavefront 64). dcu-k100 (gfx926) and dcu-k100-ai (gfx928) need Hygon's own
+toolchain (upstream Triton fails for gfx926/928/936): their kernels are written as Triton
+source only, level *emitted*, and the manifest says whether Hygon's DTK was found. Matmul tiles come from the tuning database's modeled results
 for the target (`xchip autotune --target`) when it has them, else from the cost model over
 the tile space (`backends/tile_knobs.py`), so targets with different numbers (the H20's
 low compute and high bandwidth, the H800's) can get different tiles.
@@ -34,6 +36,27 @@ GPU_TARGETS = {
 }
 
 
+# canonical target name -> architecture; compiled only by Hygon's toolchain
+HYGON_TARGETS = {"dcu-k100": "gfx926", "dcu-k100-ai": "gfx928"}
+
+
+def supports(name: str) -> bool:
+    """Whether the Triton backend writes kernels for this target (compiled or emitted)."""
+    return name in GPU_TARGETS or name in HYGON_TARGETS
+
+
+def hygon_toolchain() -> str | None:
+    """Where Hygon's DTK is, if this machine has it (its hipcc knows the gfx92x DCUs)."""
+    import os
+    import shutil
+    for var in ("DTK_HOME", "ROCM_PATH"):
+        root = os.environ.get(var)
+        if root and os.path.exists(os.path.join(root, "bin", "hipcc")) and "dtk" in root.lower():
+            return root
+    hipcc = shutil.which("hipcc")
+    return os.path.dirname(os.path.dirname(hipcc)) if hipcc and "dtk" in hipcc.lower() else None
+
+
 def gpu_target(name: str):
     """Triton's GPUTarget for a canonical target name, or None."""
     if name not in GPU_TARGETS:
@@ -51,6 +74,7 @@ class KernelArtifact:
     config: dict = field(default_factory=dict)
     tiles_from: str = ""               # "tuning database (modeled)" | "cost model" | "default"
     artifact: Artifact | None = None
+    source: str = ""                   # the Triton source, kept when nothing compiled it (emitted)
 
 
 @dataclass
@@ -76,6 +100,9 @@ class ProgramArtifacts:
                              binary_arch=a.elf_arch, registers=a.registers, spill_bytes=a.spills,
                              shared_bytes=a.shared_bytes, num_warps=a.num_warps, num_stages=a.num_stages,
                              verification="compiled")
+            elif k.source:
+                (d / f"{k.group}.py").write_text(k.source)
+                entry.update(files=[f"{k.group}.py"], arch=self.arch, verification="emitted")
             entries.append(entry)
         manifest = {"target": self.target, "arch": self.arch, "kernels": entries,
                     "compiled": sum(k.status == "compiled" for k in self.kernels), "total": len(self.kernels)}
@@ -85,6 +112,9 @@ class ProgramArtifacts:
 
     def summary(self) -> str:
         done = sum(k.status == "compiled" for k in self.kernels)
+        emitted = sum(k.status == "emitted" for k in self.kernels)
+        if emitted:
+            return f"{emitted} of {len(self.kernels)} kernels emitted as Triton source for {self.target} ({self.arch})"
         return f"{done} of {len(self.kernels)} kernels compiled for {self.target} ({self.arch})"
 
 
@@ -115,6 +145,8 @@ def tile_configs(kernel_graph, target_name: str) -> dict[str, tuple[dict, str]]:
 
 
 def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
+    if target_name in HYGON_TARGETS:
+        return _emit_only(kernel_graph, target_name)
     gpu = gpu_target(target_name)
     if gpu is None:
         raise UnsupportedOpError("program", None, target_name, "no Triton backend for this target")
@@ -139,3 +171,24 @@ def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
     arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
     return ProgramArtifacts(target_name, arch, kernels)
 
+
+
+def _emit_only(kernel_graph, target_name: str) -> ProgramArtifacts:
+    """Triton source for a DCU that only Hygon's toolchain compiles, saying what was found."""
+    arch = HYGON_TARGETS[target_name]
+    dtk = hygon_toolchain()
+    why = (f"{arch} needs Hygon's toolchain; found at {dtk}, but compiling through it is not wired up yet"
+           if dtk else f"{arch} needs Hygon's toolchain (DTK) and none was found (no DTK_HOME, no Hygon hipcc); "
+                       "upstream Triton fails for gfx926/928/936")
+    tiles = tile_configs(kernel_graph, target_name)
+    kernels = []
+    for group in kernel_graph.groups:
+        config, source = tiles[group.name]
+        try:
+            ks = generate(group, config, target_name)
+        except UnsupportedOpError as e:
+            kernels.append(KernelArtifact(group.name, group.kind, "not generated", str(e)))
+            continue
+        kernels.append(KernelArtifact(group.name, group.kind, "emitted", f"source only, nothing checked it: {why}",
+                                      config, source, source=ks.source))
+    return ProgramArtifacts(target_name, arch, kernels)
