@@ -95,6 +95,11 @@ class _Emitter:
         load = f"tl.load({got.pointer} + {offset}" + (f", mask={mask})" if mask else ")")
         return Tile(self.fresh(load), got.dtype)
 
+    def stored(self, value, mask: str) -> str:
+        """The expression an output is stored as: its tile, in the output's dtype."""
+        t = self.tile(value, mask)
+        return t.name if t.dtype == value.type.dtype else f"{t.name}.to({TL[value.type.dtype.name]})"
+
     # what the kernel's shape allows (row kernels override these)
     def index_of(self, value) -> list[str] | None:
         """Index expressions for the dims of a value loaded in this kernel (None: cannot be)."""
@@ -218,8 +223,7 @@ def _elementwise(group: KernelGroup, config: dict, target: str | None) -> Kernel
     em.run_ops(group.ops, "mask")
     outs = [f"out{k}" for k in range(len(group.outputs))]
     for name, v in zip(outs, group.outputs):
-        t = em.tile(v, "mask")
-        value = t.name if t.dtype == v.type.dtype else f"{t.name}.to({TL[v.type.dtype.name]})"
+        value = em.stored(v, "mask")
         em.lines.append(f"tl.store({name} + offs, tl.broadcast_to({value}, [BLOCK]), mask=mask)")
     block = int(config.get("block", DEFAULT_BLOCK))
     params = [f"in{k}" for k in range(len(group.inputs))] + outs
@@ -323,8 +327,7 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
         if v.type.size != res.size:
             raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
                                      "a matmul output of another size than the product")
-        t = em.tile(v, "mask")
-        value = t.name if t.dtype == v.type.dtype else f"{t.name}.to({TL[v.type.dtype.name]})"
+        value = em.stored(v, "mask")
         em.lines.append(f"tl.store({name} + {flat}, {value}, mask=mask)")
     cfg = dict(DEFAULT_TILE, **{k: v for k, v in config.items() if k in DEFAULT_TILE})
     consts = {"TILE_M": cfg["tile_m"], "TILE_N": cfg["tile_n"], "TILE_K": cfg["tile_k"]}
@@ -414,8 +417,7 @@ def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSo
     em.run_ops(group.ops, "cmask")
     outs = [f"out{k}" for k in range(len(group.outputs))]
     for name, v in zip(outs, group.outputs):
-        t = em.tile(v, "cmask")
-        value = t.name if t.dtype == v.type.dtype else f"{t.name}.to({TL[v.type.dtype.name]})"
+        value = em.stored(v, "cmask")
         if em.is_row(v.type.shape):
             em.lines.append(f"tl.store({name} + pid * {C} + cols, tl.broadcast_to({value}, [BLOCK_C]), mask=cmask)")
         elif em.is_scalar(v.type.shape):

@@ -145,11 +145,12 @@ def tile_configs(kernel_graph, target_name: str) -> dict[str, tuple[dict, str]]:
 
 
 def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
-    if target_name in HYGON_TARGETS:
-        return _emit_only(kernel_graph, target_name)
-    gpu = gpu_target(target_name)
-    if gpu is None:
+    """Every group's kernel for `target_name`: compiled, or (Hygon DCUs) written as source."""
+    hygon = target_name in HYGON_TARGETS
+    gpu = None if hygon else gpu_target(target_name)
+    if gpu is None and not hygon:
         raise UnsupportedOpError("program", None, target_name, "no Triton backend for this target")
+    why = _hygon_reason(HYGON_TARGETS[target_name]) if hygon else ""
     tiles = tile_configs(kernel_graph, target_name)
     kernels = []
     for group in kernel_graph.groups:
@@ -158,6 +159,10 @@ def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
             ks = generate(group, config, target_name)
         except UnsupportedOpError as e:
             kernels.append(KernelArtifact(group.name, group.kind, "not generated", str(e)))
+            continue
+        if hygon:
+            kernels.append(KernelArtifact(group.name, group.kind, "emitted", f"source only, nothing checked it: {why}",
+                                          config, source, source=ks.source))
             continue
         options = {"num_warps": int(config.get("num_warps", 4)), "num_stages": int(config.get("stages", 3))}
         try:
@@ -168,27 +173,16 @@ def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
                                           f"{lines[-1] if lines else ''}", config, source))
             continue
         kernels.append(KernelArtifact(group.name, group.kind, "compiled", "", config, source, art))
-    arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
+    if hygon:
+        arch = HYGON_TARGETS[target_name]
+    else:
+        arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
     return ProgramArtifacts(target_name, arch, kernels)
 
 
-
-def _emit_only(kernel_graph, target_name: str) -> ProgramArtifacts:
-    """Triton source for a DCU that only Hygon's toolchain compiles, saying what was found."""
-    arch = HYGON_TARGETS[target_name]
+def _hygon_reason(arch: str) -> str:
     dtk = hygon_toolchain()
-    why = (f"{arch} needs Hygon's toolchain; found at {dtk}, but compiling through it is not wired up yet"
-           if dtk else f"{arch} needs Hygon's toolchain (DTK) and none was found (no DTK_HOME, no Hygon hipcc); "
-                       "upstream Triton fails for gfx926/928/936")
-    tiles = tile_configs(kernel_graph, target_name)
-    kernels = []
-    for group in kernel_graph.groups:
-        config, source = tiles[group.name]
-        try:
-            ks = generate(group, config, target_name)
-        except UnsupportedOpError as e:
-            kernels.append(KernelArtifact(group.name, group.kind, "not generated", str(e)))
-            continue
-        kernels.append(KernelArtifact(group.name, group.kind, "emitted", f"source only, nothing checked it: {why}",
-                                      config, source, source=ks.source))
-    return ProgramArtifacts(target_name, arch, kernels)
+    if dtk:
+        return f"{arch} needs Hygon's toolchain; found at {dtk}, but compiling through it is not wired up yet"
+    return (f"{arch} needs Hygon's toolchain (DTK) and none was found (no DTK_HOME, no Hygon hipcc); "
+            "upstream Triton fails for gfx926/928/936")
