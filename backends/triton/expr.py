@@ -1,18 +1,9 @@
 """xchip IR ops as Triton expressions (source text), with the reference executor's semantics
-where Triton can express them.
-
-Values inside a generated kernel are of two kinds:
-- `Tile`: a Triton variable already computed over the kernel's output tile;
-- `View`: a group input not loaded yet, with the map from its dimensions to the output's
-  (a broadcast or transpose of an input costs nothing until the value is used, and is then
-  one load at computed offsets).
-
-f16 and bf16 ops compute in f32 and round once per op, as the reference executor does.
+where Triton can express them. f16 and bf16 ops compute in f32 and round once per op, as the
+reference executor does.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from xchip.errors import UnsupportedOpError
 from xchip.ir.dtypes import DType
@@ -21,20 +12,6 @@ TL = {"bool": "tl.int1", "i8": "tl.int8", "i16": "tl.int16", "i32": "tl.int32", 
       "u8": "tl.uint8", "u16": "tl.uint16", "u32": "tl.uint32", "u64": "tl.uint64",
       "f16": "tl.float16", "bf16": "tl.bfloat16", "f32": "tl.float32", "f64": "tl.float64"}
 NARROW = ("f16", "bf16")
-
-
-@dataclass(frozen=True)
-class Tile:
-    name: str
-    dtype: DType
-
-
-@dataclass(frozen=True)
-class View:
-    pointer: str                       # the kernel parameter
-    shape: tuple[int, ...]             # the input's own shape (row-major, contiguous)
-    dims: tuple[int | None, ...]       # per input dim: the output dim it follows (None: size 1, index 0)
-    dtype: DType
 
 
 def tl_type(d: DType, op=None, target: str | None = None) -> str:

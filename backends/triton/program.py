@@ -121,6 +121,9 @@ class ProgramArtifacts:
 def _tiles(group, target_name: str, db_configs: dict) -> tuple[dict, str]:
     if group.name in db_configs:
         return db_configs[group.name], "tuning database (modeled)"
+    if group.kind == "attention":
+        from .attention import default_config
+        return default_config(group), "default"
     if group.kind != "matmul":
         return {}, "default"
     from xchip.backends.tile_knobs import tile_space
@@ -164,20 +167,56 @@ def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
             kernels.append(KernelArtifact(group.name, group.kind, "emitted", f"source only, nothing checked it: {why}",
                                           config, source, source=ks.source))
             continue
-        options = {"num_warps": int(config.get("num_warps", 4)), "num_stages": int(config.get("stages", 3))}
         try:
-            art = compile_for(ks, gpu, **options)
+            art, config, note = _compile_without_spills(group, ks, config, gpu, target_name)
         except Exception as e:  # noqa: BLE001 - Triton's compile errors come as many types
             lines = str(e).strip().splitlines()
             kernels.append(KernelArtifact(group.name, group.kind, "failed", f"{type(e).__name__}: "
                                           f"{lines[-1] if lines else ''}", config, source))
             continue
-        kernels.append(KernelArtifact(group.name, group.kind, "compiled", "", config, source, art))
+        kernels.append(KernelArtifact(group.name, group.kind, "compiled", note, config, source, art))
     if hygon:
         arch = HYGON_TARGETS[target_name]
     else:
         arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
     return ProgramArtifacts(target_name, arch, kernels)
+
+
+def _options(config: dict) -> dict:
+    return {"num_warps": int(config.get("num_warps", 4)), "num_stages": int(config.get("stages", 3))}
+
+
+def _smaller(config: dict, kind: str) -> dict | None:
+    """The config with its largest tile halved (not below tl.dot's 16), or None."""
+    keys = {"attention": ("tile_k", "tile_q"), "matmul": ("tile_n", "tile_m", "tile_k")}.get(kind, ())
+    sized = [(int(config[k]), k) for k in keys if int(config.get(k, 0)) > 16]
+    if not sized:
+        return None
+    _, key = max(sized, key=lambda t: (t[0], -keys.index(t[1])))     # ties: the first in `keys`
+    return dict(config, **{key: int(config[key]) // 2})
+
+
+def _compile_without_spills(group, ks, config: dict, gpu, target_name: str, tries: int = 3):
+    """Compile; while the compiler reports register spills, retry with a smaller tile (what
+    spills depends on the architecture's register allocation: a 64x64 bf16 attention tile
+    fits on sm_89/sm_90 and spills 812 bytes on sm_80). Returns the artifact without spills,
+    or the one with the fewest, its config and a note saying what was tried."""
+    art = current = compile_for(ks, gpu, **_options(config))
+    tried, trying = [], config
+    while art.spills and tries > 0 and (smaller := _smaller(trying, group.kind)) is not None:
+        tried.append(f"{_tile_text(trying)} spilled {current.spills} bytes")
+        trying, tries = smaller, tries - 1
+        current = compile_for(generate(group, trying, target_name), gpu, **_options(trying))
+        if current.spills is not None and current.spills < art.spills:
+            art, config = current, trying
+    note = f"tiles {_tile_text(config)} ({'; '.join(tried)})" if tried else ""
+    return art, config, note
+
+
+def _tile_text(config: dict) -> str:
+    keys = ("tile_q", "tile_k") if "tile_q" in config else ("tile_m", "tile_n", "tile_k")
+    tiles = [str(config[k]) for k in keys if k in config]
+    return "x".join(tiles) or "default tiles"
 
 
 def _hygon_reason(arch: str) -> str:

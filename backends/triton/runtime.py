@@ -87,11 +87,54 @@ def emulate_many(runs, timeout: float = 600.0) -> list[list[np.ndarray]]:
     return result["outputs"]
 
 
+def _faithful_bf16() -> None:
+    """Make Triton's interpreter (3.9) compute bf16 as a GPU does. It keeps bf16 tensors as
+    their uint16 bit patterns, and (1) its dot multiplies those patterns as integers, (2) its
+    f32 -> bf16 cast truncates where `.to(tl.bfloat16)` compiles to round-to-nearest-even
+    (cvt.rn.bf16.f32). Dots get f32 operands widened exactly (a GPU multiplies bf16 exactly
+    and adds in f32); casts go through ml_dtypes, which rounds to nearest even. The kernel's
+    text stays the one that is compiled."""
+    import ml_dtypes
+    import triton.language as tl
+    from triton.runtime import interpreter as it
+    builder = it.InterpreterBuilder
+    if getattr(builder.create_dot, "xchip_bf16", False):
+        return
+    dot, cast, fp_to_fp = builder.create_dot, builder.cast_impl, builder.create_fp_to_fp
+
+    def widened(h):
+        if h.dtype.scalar != tl.bfloat16:
+            return h
+        return it.TensorHandle(h.data.view(ml_dtypes.bfloat16).astype(np.float32), tl.float32)
+
+    def create_dot(self, a, b, d, *rest):
+        return dot(self, widened(a), widened(b), d, *rest)
+
+    def cast_impl(self, src, dst_type):
+        s, d = src.dtype.scalar, dst_type.scalar
+        if d == tl.bfloat16 and s.is_floating() and s != tl.bfloat16:
+            return it.TensorHandle(src.data.astype(ml_dtypes.bfloat16).view(np.uint16), tl.bfloat16)
+        if s == tl.bfloat16 and d.is_floating() and d != tl.bfloat16:
+            return it.TensorHandle(src.data.view(ml_dtypes.bfloat16).astype(it._get_np_dtype(d)), d)
+        return cast(self, src, dst_type)
+
+    def create_fp_to_fp(self, src, dst_type, rounding_mode):
+        if tl.bfloat16 in (src.dtype.scalar, dst_type.scalar):
+            return cast_impl(self, src, dst_type)
+        return fp_to_fp(self, src, dst_type, rounding_mode)
+
+    create_dot.xchip_bf16 = True
+    builder.create_dot, builder.cast_impl, builder.create_fp_to_fp = create_dot, cast_impl, create_fp_to_fp
+    for name in ("create_fp_ext", "create_fp_trunc"):
+        setattr(builder, name, cast_impl)
+
+
 def _emulate_here(jobs) -> dict:
     import torch
     from triton.runtime.interpreter import InterpretedFunction
 
     from xchip.ir import dtypes
+    _faithful_bf16()
     results = []
     for ks, inputs, out_types in jobs:
         fn = InterpretedFunction(load(ks))
