@@ -41,6 +41,22 @@ def row_max(x):
     return jnp.max(x, axis=-1)
 
 
+def strided_dilated_conv_nchw(x, w):
+    y = jax.lax.conv_general_dilated(x, w, (2, 1), ((2, 1), (0, 2)), rhs_dilation=(1, 2),
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return jax.nn.relu(y)
+
+
+def pools(x):
+    """Max pooling with padding (padded positions never win) and average pooling."""
+    m = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (0, 1), (0, 0)))
+    return jax.lax.reduce_window(m, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 1, 1, 1), "VALID") * 0.25
+
+
+def slices_and_concatenation(x, y):
+    return jnp.concatenate([x[1:7:2] * 2, jnp.tanh(y)], axis=0)[:, ::2] + 1
+
+
 # sizes that are not multiples of the blocks (64x64 tiles, 1024-element blocks)
 PROGRAMS = {
     "matmul_epilogue": (dense_gelu_residual, [(50, 70), (70, 90), (90,), (50, 90)]),
@@ -49,6 +65,9 @@ PROGRAMS = {
     "softmax": (jax.nn.softmax, [(6, 50)]),
     "layernorm": (layer_norm, [(2, 5, 40), (40,), (40,)]),
     "log_softmax": (jax.nn.log_softmax, [(3, 1000)]),
+    "conv": (strided_dilated_conv_nchw, [(2, 5, 9, 11), (7, 5, 3, 3)]),
+    "pooling": (pools, [(2, 9, 12, 5)]),
+    "slice_concatenate": (slices_and_concatenation, [(9, 10), (4, 10)]),
 }
 
 
@@ -63,13 +82,14 @@ def _groups(name, target="h800"):
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_generated_kernels_match_the_reference_in_the_interpreter(name):
     low, env = _groups(name)
-    for group in low.kernel_graph.groups:
-        inputs = {v: env[v] for v in group.inputs}
-        want = reference.evaluate_ops(group.ops, inputs)
-        ks = generate(group, None, "h800")
-        got = runtime.emulate(ks, [inputs[v] for v in group.inputs], [v.type for v in group.outputs])
+    env.update(reference.evaluate_ops(low.graph.body.ops, dict(env)))
+    groups = low.kernel_graph.groups
+    sources = [generate(g, None, "h800") for g in groups]
+    results = runtime.emulate_many([(ks, [env[v] for v in g.inputs], [v.type for v in g.outputs])
+                                    for g, ks in zip(groups, sources)])
+    for group, ks, got in zip(groups, sources, results):
         for v, out in zip(group.outputs, got):
-            c = compare(out, want[v], 1e-5, 1e-5)
+            c = compare(out, env[v], 1e-5, 1e-5)
             assert c.ok, f"{group.name}: {c}\n{ks.source}"
 
 
@@ -176,26 +196,44 @@ def test_emit_dir_on_a_target_without_machine_code_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
-@pytest.mark.parametrize("example", ["mlp", "transformer"])
+@pytest.mark.parametrize("example", ["mlp", "transformer", "cnn", "scan_rnn"])
 def test_every_kernel_of_an_example_model_matches_in_the_interpreter(example, dtype):
-    """All of the mlp's and the transformer's kernels (the fused attention included) are
-    generated and run in Triton's interpreter as the reference computes them, within the
-    model's tolerance for the dtype."""
+    """Every kernel of the example models (the fused attention, convolutions and pooling
+    included) is generated and runs in Triton's interpreter as the reference computes it,
+    within the model's tolerance for the dtype."""
     from examples.registry import get
     ex = get(example)
     params, x = ex.make_args(np.random.default_rng(), dtype)
     low = xchip.jit(ex.fn, target="h800").lower(params, x)
     values = dict(zip(low.graph.body.args, [np.asarray(a) for a in jax.tree_util.tree_leaves((params, x))]))
     values.update(reference.evaluate_ops(low.graph.body.ops, dict(values)))
-    groups = low.kernel_graph.groups
-    sources = [generate(g, {"tile_m": 16, "tile_n": 32, "tile_k": 16}, "h800") for g in groups]
-    results = runtime.emulate_many([(ks, [values[v] for v in g.inputs], [v.type for v in g.outputs])
-                                    for g, ks in zip(groups, sources)])
-    for group, got in zip(groups, results):
+    groups = list(_kernels(low.kernel_graph, values))
+    sources = [generate(g, {"tile_m": 16, "tile_n": 32, "tile_k": 16}, "h800") for g, _ in groups]
+    results = runtime.emulate_many([(ks, [env[v] for v in g.inputs], [v.type for v in g.outputs])
+                                    for (g, env), ks in zip(groups, sources)])
+    for (group, env), got in zip(groups, results):
         for v, out in zip(group.outputs, got):
-            c = compare(out.astype(np.float32), values[v].astype(np.float32), ex.rtol[dtype], ex.atol[dtype])
+            c = compare(out.astype(np.float32), env[v].astype(np.float32), ex.rtol[dtype], ex.atol[dtype])
             assert c.ok, f"{group.name}: {c}"
-    assert "attention" in [g.kind for g in groups] or example == "mlp"
+    kinds = [g.kind for g in low.kernel_graph.groups]
+    assert {"transformer": "attention", "cnn": "conv", "scan_rnn": "opaque"}.get(example, "matmul") in kinds
+
+
+def _kernels(kernel_graph, values):
+    """(group, values it reads) for every kernel of the graph; a loop's condition and body
+    kernels with the values of its first iteration."""
+    from xchip.backends.triton.loops import loop_op, regions
+    for group in kernel_graph.groups:
+        if loop_op(group) is None:
+            yield group, values
+            continue
+        loop = regions(group)
+        env = dict(values)
+        for region in loop.op.regions:
+            env.update(zip(region.args, [values[v] for v in loop.op.operands]))
+        for part in (loop.cond, loop.body):
+            env.update(reference.evaluate_ops(part.graph.body.ops, dict(env)))
+            yield from _kernels(part, env)
 
 
 def test_dcus_that_need_hygons_toolchain_get_source_only_and_say_why(tmp_path, capsys, monkeypatch):
@@ -213,3 +251,27 @@ def test_dcus_that_need_hygons_toolchain_get_source_only_and_say_why(tmp_path, c
     assert kernel["status"] == "emitted" and kernel["verification"] == "emitted"
     assert "Hygon's toolchain" in kernel["reason"] and "none was found" in kernel["reason"]
     assert "def matmul_0(" in (tmp_path / "matmul_0.py").read_text()
+
+
+GPU_FAMILY = {"a800": "sm_80", "l20": "sm_89", "h800": "sm_90", "h20": "sm_90", "dcu-z100": "gfx906"}
+
+
+@pytest.mark.parametrize("example", ["mlp", "transformer", "cnn", "scan_rnn"])
+def test_every_example_model_compiles_for_every_gpu_family_target(example, tmp_path):
+    """Every kernel of every example model (a loop's condition and body kernels too) is
+    machine code for each target, the binary's architecture read back from its ELF header."""
+    import json
+
+    from examples.registry import get
+    ex = get(example)
+    args = ex.make_args(np.random.default_rng(), "f32")
+    for target, arch in GPU_FAMILY.items():
+        manifest = json.loads(xchip.jit(ex.fn, target=target).lower(*args).compile()
+                              .artifacts.write(tmp_path / target).read_text())
+        kernels = [k for top in manifest["kernels"] for k in [top] + top.get("parts", [])]
+        assert manifest["compiled"] == manifest["total"] > 0
+        for k in kernels:
+            assert k["status"] == "compiled", (target, k["kernel"], k["reason"])
+            if k["kind"] != "loop":
+                assert k["binary_arch"] == arch and k["verification"] == "compiled"
+                assert (tmp_path / target / k["files"][1]).read_bytes()[:4] == b"\x7fELF"

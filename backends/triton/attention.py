@@ -139,7 +139,7 @@ def generate_attention(group: KernelGroup, config: dict, target: str | None) -> 
         "rd = tl.arange(0, BLOCK_D)", f"dm = rd < {D}",
         "rv = tl.arange(0, BLOCK_DV)", f"vm = rv < {Dv}",
     ]
-    q_tile = em.operand(q, place(len(qsh), (lb, batch), (lf, rows), (lc, head)))
+    q_tile = em.operand(q, place(len(qsh), (lb, batch), (lf, rows), (lc, head)), "(TILE_Q, BLOCK_D)")
     init_max = em.render(sm.max.operands[1], [])
     if sm.floor is not None:
         floor = em.render(sm.floor, [])
@@ -154,7 +154,7 @@ def generate_attention(group: KernelGroup, config: dict, target: str | None) -> 
     ]
     with em.block("for k0 in range(0, hi, TILE_K):"):
         em.lines += ["rk = k0 + tl.arange(0, TILE_K)", f"km = rk < {Sk}"]
-        k_tile = em.operand(k, place(len(ksh), (rb, batch), (rc, head_t), (rf, keys)))
+        k_tile = em.operand(k, place(len(ksh), (rb, batch), (rc, head_t), (rf, keys)), "(BLOCK_D, TILE_K)")
         qk_t = qk.results[0].type
         s_dot = em.fresh(f"tl.dot({q_tile}, {k_tile}{precision})", "qk")
         if qk_t.dtype.name != "f32":
@@ -167,7 +167,7 @@ def generate_attention(group: KernelGroup, config: dict, target: str | None) -> 
         em.lines += [f"m_new = tl.maximum(m_i, tl.reduce({s32}, 1, _max_nan), propagate_nan=tl.PropagateNan.ALL)",
                      "alpha = tl.exp(m_i - m_new)"]
         e32 = em.fresh(f"tl.exp({s32} - m_new[:, None])", "e")
-        v_tile = em.operand(v, place(len(vsh), (vb, batch), (vc, keys_t), (vf, vcols)))
+        v_tile = em.operand(v, place(len(vsh), (vb, batch), (vc, keys_t), (vf, vcols)), "(TILE_K, BLOCK_DV)")
         p_type = TL[v.type.dtype.name]
         em.lines += ["l_i = l_i * alpha + tl.sum(" + e32 + ", 1)",
                      f"acc = acc * alpha[:, None] + tl.dot({e32}.to({p_type}), {v_tile}{dot_precision(v.type.dtype)})",
@@ -180,7 +180,7 @@ def generate_attention(group: KernelGroup, config: dict, target: str | None) -> 
     for n, value in enumerate(group.outputs):
         if value.type.size != out_t.size:
             raise em.fail(group.ops[-1], "an attention output of another size than its result")
-        em.store(f"out{n}", value, out_index, list(out_t.shape))
+        em.store(f"out{n}", value, out_index, list(out_t.shape), tile="(TILE_Q, BLOCK_DV)")
     grid = (-(-Sq // consts["TILE_Q"]), B)
     return kernel_source(group, "attention", em, consts, grid)
 

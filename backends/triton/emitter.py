@@ -155,16 +155,21 @@ class Emitter:
             self.memo[key] = self._render(value, list(index))
         return self.memo[key]
 
-    def operand(self, value, index: list[Ix]) -> str:
-        """A matmul operand tile: the value, zero where the index is out of bounds (so that
-        padding lanes add nothing to the product, whatever a prologue makes of them)."""
+    def operand(self, value, index: list[Ix], shape: str) -> str:
+        """A matmul operand tile of `shape` (e.g. "(TILE_M, TILE_K)"): the value, zero where
+        the index is out of bounds (so that padding lanes add nothing to the product, whatever
+        a prologue makes of them), broadcast along dims of size 1 (whose index is 0)."""
         t = self.render(value, index)
         mask = mask_of(index)
-        return self.fresh(f"tl.where({mask}, {t.name}, 0.0)") if mask else t.name
+        data = f"tl.where({mask}, {t.name}, 0.0)" if mask else t.name
+        return self.fresh(f"tl.broadcast_to({data}, {shape})")
 
-    def store(self, param: str, value, index: list[Ix], shape, offset: str | None = None) -> None:
+    def store(self, param: str, value, index: list[Ix], shape, offset: str | None = None,
+              tile: str | None = None, mask: str | None = None) -> None:
         """Store `value` (or, for a reshape of it, the value before the reshape: the same
-        elements in the same order) into the output `param` laid out as `shape`."""
+        elements in the same order) into the output `param` laid out as `shape`. `tile`, the
+        kernel's tile shape, widens the addresses where the index of a size-1 dim is 0 (the
+        lanes along it then write the same element, with the same value)."""
         v = value
         while tuple(v.type.shape) != tuple(shape):
             op = self.producer.get(id(v))
@@ -175,8 +180,10 @@ class Emitter:
         t = self.render(v, index)
         want = value.type.dtype
         data = t.name if t.dtype == want else f"{t.name}.to({TL[want.name]})"
-        mask = mask_of(index)
+        mask = mask or mask_of(index)
         off = offset or linear(index, shape)
+        if tile:
+            off = f"tl.broadcast_to({off}, {tile})"
         self.lines.append(f"tl.store({param} + {off}, {data}" + (f", mask={mask})" if mask else ")"))
 
     def _render(self, value, index: list[Ix]) -> Tile:
@@ -201,6 +208,18 @@ class Emitter:
             return Tile(self.fresh(f"({ix.expr}).to({tl_type(dtype, op, self.target)})"), dtype)
         if op.name in _SHAPE_OPS:
             return self.render(op.operands[0], self._operand_index(op, index))
+        if op.name == "slice":
+            at = [ix if (st, lo) == (1, 0) else Ix(f"({ix.expr}) * {st} + {lo}", ix.masks)
+                  for ix, lo, st in zip(index, op.attrs["start_indices"], op.attrs.get("strides") or [1] * len(index))]
+            return self.render(op.operands[0], at)
+        if op.name == "concatenate":
+            return self._concatenate(op, index)
+        if op.name == "dynamic_slice":
+            x = op.operands[0]
+            starts = [self._start(s, n - k) for s, n, k in zip(op.operands[1:], x.type.shape, op.attrs["slice_sizes"])]
+            return self.render(x, [Ix(f"({ix.expr}) + {st}", ix.masks) for ix, st in zip(index, starts)])
+        if op.name == "dynamic_update_slice":
+            return self._update_slice(op, index)
         if op.name in ("dot_general", "reduce"):
             raise self.fail(op, f"a {'matmul' if op.name == 'dot_general' else 'reduction'} "
                             f"this kernel ({self.group.kind}) does not compute")
@@ -208,11 +227,48 @@ class Emitter:
         expr = elementwise(op, [a.name for a in args], [a.dtype for a in args], dtype, self.target)
         return Tile(self.fresh(expr), dtype)
 
+    def _start(self, value, last: int) -> str:
+        """A dynamic start index, clamped to [0, last] as StableHLO does."""
+        key = (id(value), "start", last)
+        if key not in self.memo:
+            t = self.render(value, [])
+            self.memo[key] = Tile(self.fresh(f"tl.minimum(tl.maximum({t.name}, 0), {last})"), t.dtype)
+        return self.memo[key].name
+
+    def _update_slice(self, op, index: list[Ix]) -> Tile:
+        """The operand with the update written over a window at dynamic offsets: each
+        element picks the update inside the window and the operand outside (a copy of the
+        whole operand, not an in-place write)."""
+        x, update = op.operands[:2]
+        starts = [self._start(s, n - k) for s, n, k in zip(op.operands[2:], x.type.shape, update.type.shape)]
+        inside = " & ".join(f"(({ix.expr}) >= {st}) & (({ix.expr}) < {st} + {k})"
+                            for ix, st, k in zip(index, starts, update.type.shape))
+        at = [Ix(f"({ix.expr}) - {st}", ix.masks | {inside}) for ix, st in zip(index, starts)]
+        new, old = self.render(update, at), self.render(x, index)
+        return Tile(self.fresh(f"tl.where({inside}, {new.name}, {old.name})"), op.results[0].type.dtype)
+
+    def _concatenate(self, op, index: list[Ix]) -> Tile:
+        """Each operand loaded where the index falls in its range (masked elsewhere), then
+        picked by range."""
+        dim = op.attrs["dimension"]
+        ix = index[dim]
+        parts, start = [], 0
+        for v in op.operands:
+            n = v.type.shape[dim]
+            inside = f"(({ix.expr}) >= {start}) & (({ix.expr}) < {start + n})"
+            at = list(index)
+            at[dim] = Ix(f"({ix.expr}) - {start}" if start else ix.expr, ix.masks | {inside})
+            parts.append((self.render(v, at), start + n))
+            start += n
+        expr = parts[-1][0].name
+        for tile, end in reversed(parts[:-1]):
+            expr = f"tl.where(({ix.expr}) < {end}, {tile.name}, {expr})"
+        return Tile(self.fresh(expr), op.results[0].type.dtype)
+
     def _load(self, pointer: str, value, index: list[Ix]) -> Tile:
         shape = value.type.shape
         offset = linear(index, shape)
-        used = [ix for ix, n in zip(index, shape) if n > 1]
-        mask = mask_of(used)
+        mask = mask_of(index)            # a dim of size 1 may still be masked (conv padding)
         other = ", other=0.0" if value.type.dtype.is_float else ""
         load = f"tl.load({pointer} + {offset}" + (f", mask={mask}{other})" if mask else ")")
         return Tile(self.fresh(load), value.type.dtype)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from xchip.errors import UnsupportedOpError
 from xchip.ir.kernel_graph import KernelGroup
 
@@ -91,7 +93,7 @@ def _elementwise(group: KernelGroup, config: dict, target: str | None) -> Kernel
         shape = list(v.type.shape)
         index = split("offs", shape, masks=frozenset({"mask"})) if len(shape) > 1 else \
             [Ix("offs", frozenset({"mask"}))] * len(shape)
-        em.store(f"out{k}", v, index, shape, offset="offs")
+        em.store(f"out{k}", v, index, shape, offset="offs", mask="mask")
     block = int(config.get("block", DEFAULT_BLOCK))
     return kernel_source(group, "elementwise", em, {"BLOCK": block}, (max(1, -(-n // block)),))
 
@@ -129,8 +131,8 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
         em.lines += ["kk = k0 + tl.arange(0, TILE_K)", f"km = kk < {K}"]
         ka = split("kk", [lsh[d] for d in lc], "[None, :]", frozenset({"km[None, :]"}))
         kb = split("kk", [rsh[d] for d in rc], "[:, None]", frozenset({"km[:, None]"}))
-        x = em.operand(lhs, place(len(lsh), (lb, batch), (lf, rows), (lc, ka)))
-        y = em.operand(rhs, place(len(rsh), (rb, batch), (rc, kb), (rf, cols)))
+        x = em.operand(lhs, place(len(lsh), (lb, batch), (lf, rows), (lc, ka)), "(TILE_M, TILE_K)")
+        y = em.operand(rhs, place(len(rsh), (rb, batch), (rc, kb), (rf, cols)), "(TILE_K, TILE_N)")
         em.lines.append(f"acc += tl.dot({x}, {y}{dot_precision(lhs.type.dtype)})")
     res = dot.results[0].type
     acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, dot, target)})"
@@ -140,11 +142,74 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
         if v.type.size != res.size:
             raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
                                      "a matmul output of another size than the product")
-        em.store(f"out{k}", v, index, list(res.shape))
+        em.store(f"out{k}", v, index, list(res.shape), tile="(TILE_M, TILE_N)")
     cfg = dict(DEFAULT_TILE, **{k: v for k, v in config.items() if k in DEFAULT_TILE})
     consts = {"TILE_M": cfg["tile_m"], "TILE_N": cfg["tile_n"], "TILE_K": cfg["tile_k"]}
     grid = (-(-M // consts["TILE_M"]), -(-N // consts["TILE_N"]), B)
     return kernel_source(group, "matmul", em, consts, grid)
+
+
+def _conv(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
+    """A convolution as an implicit GEMM: rows are (batch, output position), columns output
+    features, K runs over (kernel position, input feature); the input tile is loaded at the
+    positions each output position's window covers, zero outside the input (padding)."""
+    conv = group.anchor if group.anchor is not None and group.anchor.name == "convolution" else \
+        next((op for op in group.ops if op.name == "convolution"), None)
+    if conv is None:
+        raise UnsupportedOpError(group.ops[0].name, group.ops[0].loc, target, "a conv group without convolution")
+    a = conv.attrs
+    x, w = conv.operands
+    nsp = len(a["input_spatial_dimensions"])
+    if a.get("feature_group_count", 1) != 1 or a.get("batch_group_count", 1) != 1 \
+            or any(d != 1 for d in a.get("lhs_dilation") or ()) or any(a.get("window_reversal") or ()):
+        raise UnsupportedOpError(conv.name, conv.loc, target,
+                                 "grouped, transposed (input-dilated) or window-reversed convolutions")
+    xs, ws, res = list(x.type.shape), list(w.type.shape), conv.results[0].type
+    out = list(res.shape)
+    strides = list(a.get("window_strides") or [1] * nsp)
+    dilation = list(a.get("rhs_dilation") or [1] * nsp)
+    padding = [p[0] for p in (a.get("padding") or [(0, 0)] * nsp)]
+    osp, ksp, isp = list(a["output_spatial_dimensions"]), list(a["kernel_spatial_dimensions"]), \
+        list(a["input_spatial_dimensions"])
+    batch, features = out[a["output_batch_dimension"]], out[a["output_feature_dimension"]]
+    window = [ws[d] for d in ksp] + [ws[a["kernel_input_feature_dimension"]]]
+    M, N, K = batch * math.prod(out[d] for d in osp), features, math.prod(window)
+    rows = split("rm", [batch] + [out[d] for d in osp], "[:, None]", frozenset({"mm[:, None]"}))
+    cols = split("rn", [features], "[None, :]", frozenset({"nm[None, :]"}))
+    index = place(len(out), ([a["output_batch_dimension"]], rows[:1]), (osp, rows[1:]),
+                  ([a["output_feature_dimension"]], cols))
+    em = Emitter(group, target)
+    em.lines += [
+        "pid_m = tl.program_id(0)", "pid_n = tl.program_id(1)",
+        "rm = pid_m * TILE_M + tl.arange(0, TILE_M)", "rn = pid_n * TILE_N + tl.arange(0, TILE_N)",
+        f"mm = rm < {M}", f"nm = rn < {N}", "acc = tl.zeros((TILE_M, TILE_N), dtype=tl.float32)",
+    ]
+    with em.block(f"for k0 in range(0, {K}, TILE_K):"):
+        em.lines += ["kk = k0 + tl.arange(0, TILE_K)", f"km = kk < {K}"]
+        ka = split("kk", window, "[None, :]", frozenset({"km[None, :]"}))
+        kb = split("kk", window, "[:, None]", frozenset({"km[:, None]"}))
+        at = []
+        for i in range(nsp):
+            pos = f"({rows[1 + i].expr}) * {strides[i]} + ({ka[i].expr}) * {dilation[i]} - {padding[i]}"
+            inside = f"(({pos}) >= 0) & (({pos}) < {xs[isp[i]]})"
+            at.append(Ix(pos, rows[1 + i].masks | ka[i].masks | {inside}))
+        xi = place(len(xs), ([a["input_batch_dimension"]], rows[:1]), (isp, at),
+                   ([a["input_feature_dimension"]], ka[-1:]))
+        wi = place(len(ws), (ksp, kb[:-1]), ([a["kernel_input_feature_dimension"]], kb[-1:]),
+                   ([a["kernel_output_feature_dimension"]], cols))
+        xt = em.operand(x, xi, "(TILE_M, TILE_K)")
+        wt = em.operand(w, wi, "(TILE_K, TILE_N)")
+        em.lines.append(f"acc += tl.dot({xt}, {wt}{dot_precision(x.type.dtype)})")
+    acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, conv, target)})"
+    em.bind(conv.results[0], Tile(em.fresh(acc), res.dtype), index)
+    for k, v in enumerate(group.outputs):
+        if v.type.size != res.size:
+            raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
+                                     "a conv output of another size than the convolution's")
+        em.store(f"out{k}", v, index, out, tile="(TILE_M, TILE_N)")
+    cfg = dict(DEFAULT_TILE, **{k: v for k, v in config.items() if k in DEFAULT_TILE})
+    consts = {"TILE_M": cfg["tile_m"], "TILE_N": cfg["tile_n"], "TILE_K": cfg["tile_k"]}
+    return kernel_source(group, "conv", em, consts, (-(-M // consts["TILE_M"]), -(-N // consts["TILE_N"])))
 
 
 def row_reduce(em: Emitter, op, x: Tile, init: Tile, mask: str, axis: int | None = None) -> str:
@@ -170,8 +235,74 @@ def row_reduce(em: Emitter, op, x: Tile, init: Tile, mask: str, axis: int | None
     return f"({expr}).to({TL[out.name]})" if out.name in NARROW else expr
 
 
+_COMBINE_EXPR = {
+    "maximum": "tl.maximum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)",
+    "minimum": "tl.minimum({a}, {b}, propagate_nan=tl.PropagateNan.ALL)",
+    "add": "({a} + {b})", "multiply": "({a} * {b})",
+}
+MAX_WINDOW = 256        # window elements unrolled in the source
+
+
+def _pooling(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
+    """reduce_window groups (max / average pooling and what follows them): one flat program
+    per block of outputs, the window unrolled (its offsets are static), positions outside the
+    input taking the init value as the reference's padding does."""
+    windows = [op for op in group.ops if op.name == "reduce_window"]
+    shape = list(windows[-1].results[0].type.shape)
+    n = math.prod(shape)
+    em = Emitter(group, target)
+    em.lines += ["pid = tl.program_id(0)", "offs = pid * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {n}"]
+    index = split("offs", shape, masks=frozenset({"mask"})) if len(shape) > 1 else [Ix("offs", frozenset({"mask"}))]
+    for op in windows:
+        em.bind(op.results[0], _window(em, op, index), index)
+    for k, v in enumerate(group.outputs):
+        if v.type.size != n:
+            raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
+                                     "an output of another size than the pooling's")
+        em.store(f"out{k}", v, index, shape, offset="offs", mask="mask")
+    block = int(config.get("block", DEFAULT_BLOCK))
+    return kernel_source(group, "reduction", em, {"BLOCK": block}, (max(1, -(-n // block)),))
+
+
+def _window(em: Emitter, op, index: list[Ix]) -> Tile:
+    a = op.attrs
+    x = op.operands[0]
+    rank, size = len(x.type.shape), list(x.type.shape)
+    dims = list(a["window_dimensions"])
+    strides = list(a.get("window_strides") or [1] * rank)
+    dilation = list(a.get("window_dilations") or [1] * rank)
+    pad = [p[0] for p in (a.get("padding") or [(0, 0)] * rank)]
+    body = [o.name for r in op.regions for o in r.ops if o.name != "return"]
+    out = op.results[0].type.dtype
+    if len(op.operands) != 2 or len(body) != 1 or body[0] not in _COMBINE_EXPR or not out.is_float:
+        raise em.fail(op, "only single float windows reduced by max, min, sum or product")
+    if any(d != 1 for d in a.get("base_dilations") or ()):
+        raise em.fail(op, "a window over a dilated base")
+    if math.prod(dims) > MAX_WINDOW:
+        raise em.fail(op, f"a window of {math.prod(dims)} elements (at most {MAX_WINDOW} are unrolled)")
+    init = em.render(op.operands[1], [])
+    acc = em.fresh(f"tl.zeros([BLOCK], dtype=tl.float32) + {init.name}.to(tl.float32)", "win")
+    for offset in np.ndindex(*dims):
+        at, inside = [], []
+        for d in range(rank):
+            shift = offset[d] * dilation[d] - pad[d]
+            pos = f"({index[d].expr}) * {strides[d]} + {shift}" if size[d] > 1 else "0"
+            last = (op.results[0].type.shape[d] - 1) * strides[d] + shift
+            if shift < 0 or last >= size[d]:          # some outputs' windows leave the input
+                inside.append(f"(({pos}) >= 0) & (({pos}) < {size[d]})" if size[d] > 1 else f"({shift} == 0)")
+            at.append(Ix(pos, index[d].masks))
+        v = em.render(x, at)
+        value = f"{v.name}.to(tl.float32)" if v.dtype.name in NARROW else v.name
+        if inside:
+            value = f"tl.where({' & '.join(inside)}, {value}, {init.name}.to(tl.float32))"
+        em.lines.append(f"{acc} = " + _COMBINE_EXPR[body[0]].format(a=acc, b=value))
+    return Tile(acc if out.name == "f32" else em.fresh(f"{acc}.to({TL[out.name]})"), out)
+
+
 def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
     reduces = [op for op in group.ops if op.name == "reduce"]
+    if not reduces and any(op.name == "reduce_window" for op in group.ops):
+        return _pooling(group, config, target)
     if not reduces:
         raise UnsupportedOpError(group.ops[0].name, group.ops[0].loc, target, "a reduction group without reduce")
     full = tuple(reduces[0].operands[0].type.shape)
@@ -205,10 +336,16 @@ def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSo
 def generate(group: KernelGroup, config: dict | None = None, target: str | None = None) -> KernelSource:
     """Triton source for `group` with `config` (block or tile sizes; defaults otherwise)."""
     config = dict(config or {})
-    if group.kind == "elementwise":
-        return _elementwise(group, config, target)
+    loop = next((op for op in group.ops if op.regions and op.name != "reduce_window" and op.name != "reduce"), None)
+    if loop is not None:
+        raise UnsupportedOpError(loop.name, loop.loc, target, f"a {loop.name} (control flow) is not a Triton kernel; "
+                                 "running its body's kernels from the host is not built yet")
+    if group.kind in ("elementwise", "opaque"):
+        return _elementwise(group, config, target)    # opaque: data movement (concatenate, ...)
     if group.kind == "matmul":
         return _matmul(group, config, target)
+    if group.kind == "conv":
+        return _conv(group, config, target)
     if group.kind == "reduction":
         return _reduction(group, config, target)
     if group.kind == "attention":

@@ -75,6 +75,7 @@ class KernelArtifact:
     tiles_from: str = ""               # "tuning database (modeled)" | "cost model" | "default"
     artifact: Artifact | None = None
     source: str = ""                   # the Triton source, kept when nothing compiled it (emitted)
+    parts: list[KernelArtifact] = field(default_factory=list)   # a loop's condition and body kernels
 
 
 @dataclass
@@ -87,28 +88,30 @@ class ProgramArtifacts:
         """Text stages and binaries per kernel, and manifest.json describing them."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for k in self.kernels:
-            entry = {"kernel": k.group, "kind": k.kind, "status": k.status, "reason": k.reason,
-                     "config": k.config, "tiles_from": k.tiles_from}
-            a = k.artifact
-            if a is not None:
-                text = "ptx" if a.binary_kind == "cubin" else "amdgcn"
-                (d / f"{k.group}.{text}").write_text(a.text[text])
-                (d / f"{k.group}.{a.binary_kind}").write_bytes(a.binary)
-                entry.update(files=[f"{k.group}.{text}", f"{k.group}.{a.binary_kind}"], arch=a.arch,
-                             binary_arch=a.elf_arch, registers=a.registers, spill_bytes=a.spills,
-                             shared_bytes=a.shared_bytes, num_warps=a.num_warps, num_stages=a.num_stages,
-                             verification="compiled")
-            elif k.source:
-                (d / f"{k.group}.py").write_text(k.source)
-                entry.update(files=[f"{k.group}.py"], arch=self.arch, verification="emitted")
-            entries.append(entry)
-        manifest = {"target": self.target, "arch": self.arch, "kernels": entries,
+        manifest = {"target": self.target, "arch": self.arch, "kernels": [self._entry(k, d) for k in self.kernels],
                     "compiled": sum(k.status == "compiled" for k in self.kernels), "total": len(self.kernels)}
         path = d / "manifest.json"
         path.write_text(json.dumps(manifest, indent=1))
         return path
+
+    def _entry(self, k: KernelArtifact, d: Path) -> dict:
+        entry = {"kernel": k.group, "kind": k.kind, "status": k.status, "reason": k.reason,
+                 "config": k.config, "tiles_from": k.tiles_from}
+        a = k.artifact
+        if a is not None:
+            text = "ptx" if a.binary_kind == "cubin" else "amdgcn"
+            (d / f"{k.group}.{text}").write_text(a.text[text])
+            (d / f"{k.group}.{a.binary_kind}").write_bytes(a.binary)
+            entry.update(files=[f"{k.group}.{text}", f"{k.group}.{a.binary_kind}"], arch=a.arch,
+                         binary_arch=a.elf_arch, registers=a.registers, spill_bytes=a.spills,
+                         shared_bytes=a.shared_bytes, num_warps=a.num_warps, num_stages=a.num_stages,
+                         verification="compiled")
+        elif k.source:
+            (d / f"{k.group}.py").write_text(k.source)
+            entry.update(files=[f"{k.group}.py"], arch=self.arch, verification="emitted")
+        if k.parts:
+            entry["parts"] = [self._entry(p, d) for p in k.parts]
+        return entry
 
     def summary(self) -> str:
         done = sum(k.status == "compiled" for k in self.kernels)
@@ -148,38 +151,56 @@ def tile_configs(kernel_graph, target_name: str) -> dict[str, tuple[dict, str]]:
 
 
 def compile_graph(kernel_graph, target_name: str) -> ProgramArtifacts:
-    """Every group's kernel for `target_name`: compiled, or (Hygon DCUs) written as source."""
+    """Every group's kernel for `target_name`: compiled, or (Hygon DCUs) written as source; a
+    while loop as the kernels of its condition and body (`loops.py`)."""
     hygon = target_name in HYGON_TARGETS
     gpu = None if hygon else gpu_target(target_name)
     if gpu is None and not hygon:
         raise UnsupportedOpError("program", None, target_name, "no Triton backend for this target")
     why = _hygon_reason(HYGON_TARGETS[target_name]) if hygon else ""
+    kernels = _compile_groups(kernel_graph, target_name, gpu, why, "")
+    if hygon:
+        arch = HYGON_TARGETS[target_name]
+    else:
+        arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
+    return ProgramArtifacts(target_name, arch, kernels)
+
+
+def _compile_groups(kernel_graph, target_name: str, gpu, hygon_why: str, prefix: str) -> list[KernelArtifact]:
+    from .loops import loop_op, regions
     tiles = tile_configs(kernel_graph, target_name)
     kernels = []
     for group in kernel_graph.groups:
+        name = prefix + group.name
+        if loop_op(group) is not None:
+            loop = regions(group)
+            parts = [k for part, kg in (("cond", loop.cond), ("body", loop.body))
+                     for k in _compile_groups(kg, target_name, gpu, hygon_why, f"{name}.{part}.")]
+            status = "emitted" if hygon_why else "compiled"
+            done = all(k.status == status for k in parts)
+            reason = (f"a loop run from the host: {sum(n.startswith(name + '.body') for n in (k.group for k in parts))}"
+                      " body kernels per iteration, the condition read back each iteration")
+            kernels.append(KernelArtifact(name, "loop", status if done else "partly generated", reason, parts=parts))
+            continue
         config, source = tiles[group.name]
         try:
             ks = generate(group, config, target_name)
         except UnsupportedOpError as e:
-            kernels.append(KernelArtifact(group.name, group.kind, "not generated", str(e)))
+            kernels.append(KernelArtifact(name, group.kind, "not generated", str(e)))
             continue
-        if hygon:
-            kernels.append(KernelArtifact(group.name, group.kind, "emitted", f"source only, nothing checked it: {why}",
+        if hygon_why:
+            kernels.append(KernelArtifact(name, group.kind, "emitted", f"source only, nothing checked it: {hygon_why}",
                                           config, source, source=ks.source))
             continue
         try:
             art, config, note = _compile_without_spills(group, ks, config, gpu, target_name)
         except Exception as e:  # noqa: BLE001 - Triton's compile errors come as many types
             lines = str(e).strip().splitlines()
-            kernels.append(KernelArtifact(group.name, group.kind, "failed", f"{type(e).__name__}: "
+            kernels.append(KernelArtifact(name, group.kind, "failed", f"{type(e).__name__}: "
                                           f"{lines[-1] if lines else ''}", config, source))
             continue
-        kernels.append(KernelArtifact(group.name, group.kind, "compiled", note, config, source, art))
-    if hygon:
-        arch = HYGON_TARGETS[target_name]
-    else:
-        arch = f"sm_{gpu.arch}" if gpu.backend == "cuda" else str(gpu.arch)
-    return ProgramArtifacts(target_name, arch, kernels)
+        kernels.append(KernelArtifact(name, group.kind, "compiled", note, config, source, art))
+    return kernels
 
 
 def _options(config: dict) -> dict:
