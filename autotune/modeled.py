@@ -40,7 +40,7 @@ def tune_modeled(lowered, target: str, *, db: TuningDB, groups: list[str] | None
     for group in lowered.kernel_graph.groups:
         if groups is not None and group.name not in groups:
             continue
-        space = tile_space(group, t)
+        space = tile_space(group, t, modeled=True)
         if space is None:
             results.append(GroupResult(group.name, None, None, None, source="modeled", note="no tile knobs"))
             continue

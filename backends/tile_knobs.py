@@ -1,7 +1,7 @@
 """Knobs of the tiled matmul and convolution kernels that GPU-like targets run (Triton's
-block sizes, warps, pipeline stages and split-K; the same names the cost model reads).
-Declared ahead of the backends that will generate those kernels, so that targets without a
-device here can be tuned by the cost model now (`autotune/modeled.py`).
+block sizes, warps, pipeline stages, split-K and group-M; the names the cost model and
+`backends/triton/kernels.py` read), so that targets without a device here can be tuned by
+the cost model (`autotune/modeled.py`).
 
     space = tile_space(group, target)     # None: not a matmul or convolution
     default_tile(space)                   # what an untuned kernel would use
@@ -24,9 +24,10 @@ TILE_K = (16, 32, 64, 128)
 STAGES = (3, 2, 4, 1, 5)
 NUM_WARPS = (4, 8, 2)
 SPLIT_K = (1, 2, 4, 8)
-PREFERRED_DEFAULTS = ({"tile_m": 128, "tile_n": 128, "tile_k": 32, "stages": 3, "num_warps": 4, "split_k": 1},
-                      {"tile_m": 64, "tile_n": 64, "tile_k": 32, "stages": 2, "num_warps": 4, "split_k": 1},
-                      {"tile_m": 32, "tile_n": 32, "tile_k": 16, "stages": 1, "num_warps": 4, "split_k": 1})
+GROUP_M = (8, 1, 4, 16)
+PREFERRED_DEFAULTS = ({"tile_m": 128, "tile_n": 128, "tile_k": 32, "stages": 3, "num_warps": 4, "split_k": 1, "group_m": 8},
+                      {"tile_m": 64, "tile_n": 64, "tile_k": 32, "stages": 2, "num_warps": 4, "split_k": 1, "group_m": 8},
+                      {"tile_m": 32, "tile_n": 32, "tile_k": 16, "stages": 1, "num_warps": 4, "split_k": 1, "group_m": 8})
 
 KNOB_DOCS = {
     "tile_m": "rows of the output tile one program computes (BLOCK_M)",
@@ -35,6 +36,8 @@ KNOB_DOCS = {
     "stages": "software pipeline depth: operand tiles in flight in on-chip memory (num_stages)",
     "num_warps": "warps (wavefronts) per program",
     "split_k": "programs sharing one output tile's K loop, their partial sums added after",
+    "group_m": "rows of output tiles visited together, so that programs running at once share "
+               "B's column panels in L2 (no term in the cost model: searched only where measured)",
 }
 
 
@@ -46,7 +49,9 @@ def _edges(extent: int, multiple: int, values: tuple[int, ...]) -> tuple[int, ..
     return out or (max(values[0], multiple),)
 
 
-def tile_space(group: KernelGroup, target) -> SearchSpace | None:
+def tile_space(group: KernelGroup, target, modeled: bool = False) -> SearchSpace | None:
+    """The group's tile knobs on `target`; `modeled`: only the knobs the cost model can tell
+    apart (group_m then stays at its default)."""
     from xchip.targets.cost_model import _anchor, _gemm, estimate_kernel
     if group.kind not in ("matmul", "conv"):
         return None
@@ -63,6 +68,7 @@ def tile_space(group: KernelGroup, target) -> SearchSpace | None:
         Knob("stages", STAGES, KNOB_DOCS["stages"]),
         Knob("num_warps", NUM_WARPS, KNOB_DOCS["num_warps"]),
         Knob("split_k", splits, KNOB_DOCS["split_k"]),
+        Knob("group_m", GROUP_M[:1] if modeled else GROUP_M, KNOB_DOCS["group_m"]),
     )
     fits = Constraint(f"the operand tiles of all stages fit {target.name}'s on-chip memory (cost model)",
                       lambda c: estimate_kernel(group, target, c).legal)

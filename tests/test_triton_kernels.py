@@ -275,3 +275,41 @@ def test_every_example_model_compiles_for_every_gpu_family_target(example, tmp_p
             if k["kind"] != "loop":
                 assert k["binary_arch"] == arch and k["verification"] == "compiled"
                 assert (tmp_path / target / k["files"][1]).read_bytes()[:4] == b"\x7fELF"
+
+
+def test_fp8_products_only_where_the_precision_policy_asks_and_the_target_has_them():
+    """precision="f8e4m3fn": the matmul's operands are rounded to fp8 in the kernel (the
+    prologue) and multiplied on fp8 tensor cores (sm_89, sm_90); the A800 has none and
+    refuses; without the policy the same matmul stays f32."""
+    from xchip.errors import TargetError
+    rng = np.random.default_rng()
+    x, w = rng.standard_normal((40, 96)).astype(np.float32), rng.standard_normal((96, 72)).astype(np.float32)
+    fn = lambda x, w: jax.nn.relu(x @ w)  # noqa: E731
+    low = xchip.jit(fn, target="h800", precision="f8e4m3fn").lower(x, w)
+    (group,) = low.kernel_graph.groups
+    ks = generate(group, {"tile_m": 32, "tile_n": 32, "tile_k": 32}, "h800")
+    assert ks.source.count(".to(tl.float8e4nv)") == 2
+    env = dict(zip(low.graph.body.args, [x, w]))
+    want = reference.evaluate_ops(low.graph.body.ops, dict(env))[group.outputs[0]]
+    (got,) = runtime.emulate(ks, [env[v] for v in group.inputs], [v.type for v in group.outputs])
+    assert compare(got, want, 1e-5, 1e-5).ok                  # exact fp8 products, f32 sums
+    assert not compare(got, np.asarray(jax.jit(fn)(x, w)), 1e-2, 1e-2).ok   # and not f32's
+    (kernel,) = low.compile().artifacts.kernels
+    assert kernel.status == "compiled" and kernel.artifact.elf_arch == "sm_90"
+    with pytest.raises(TargetError, match="no fast f8e4m3fn matmul"):
+        xchip.jit(fn, target="a800", precision="f8e4m3fn").lower(x, w)
+    assert "float8" not in generate(xchip.jit(fn, target="h800").lower(x, w).kernel_graph.groups[0]).source
+
+
+@pytest.mark.parametrize("config", [{"split_k": 4, "group_m": 2}, {"split_k": 3, "group_m": 1}, {"split_k": 1, "group_m": 8}])
+def test_split_k_and_grouped_tile_order_keep_the_result(config):
+    """split-K: partial sums meet in a zeroed workspace and the last program applies the
+    (nonlinear) epilogue; group-M only reorders which program computes which tile."""
+    low, env = _groups("matmul_epilogue")
+    env.update(reference.evaluate_ops(low.graph.body.ops, dict(env)))
+    (group,) = low.kernel_graph.groups
+    ks = generate(group, {"tile_m": 16, "tile_n": 16, "tile_k": 16, **config}, "h800")
+    assert ("tl.atomic_add" in ks.source) == (config["split_k"] > 1)
+    (got,) = runtime.emulate(ks, [env[v] for v in group.inputs], [v.type for v in group.outputs])
+    c = compare(got, env[group.outputs[0]], 1e-5, 1e-5)
+    assert c.ok, str(c)

@@ -10,8 +10,9 @@ from xchip.ir.dtypes import DType
 
 TL = {"bool": "tl.int1", "i8": "tl.int8", "i16": "tl.int16", "i32": "tl.int32", "i64": "tl.int64",
       "u8": "tl.uint8", "u16": "tl.uint16", "u32": "tl.uint32", "u64": "tl.uint64",
-      "f16": "tl.float16", "bf16": "tl.bfloat16", "f32": "tl.float32", "f64": "tl.float64"}
-NARROW = ("f16", "bf16")
+      "f16": "tl.float16", "bf16": "tl.bfloat16", "f32": "tl.float32", "f64": "tl.float64",
+      "f8e4m3fn": "tl.float8e4nv", "f8e5m2": "tl.float8e5"}
+NARROW = ("f16", "bf16", "f8e4m3fn", "f8e5m2")
 
 
 def tl_type(d: DType, op=None, target: str | None = None) -> str:

@@ -18,6 +18,7 @@ its source location and the target.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext as _nothing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ from .expr import NARROW, TL, tl_type
 
 DEFAULT_BLOCK = 1024
 DEFAULT_TILE = {"tile_m": 64, "tile_n": 64, "tile_k": 32}
+DEFAULT_GROUP_M = 8
 
 
 @dataclass
@@ -41,10 +43,13 @@ class KernelSource:
     constexprs: dict[str, int]
     grid: tuple[int, ...]
     signature: dict[str, str] = field(default_factory=dict)   # parameter -> Triton type ("*fp32", "constexpr")
+    # zero-filled buffers the launcher passes after the outputs: name -> (torch dtype, elements)
+    scratch: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 _PTR = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "f64": "fp64", "i32": "i32", "i64": "i64",
-        "i8": "i8", "i16": "i16", "u8": "u8", "u16": "u16", "u32": "u32", "u64": "u64", "bool": "i1"}
+        "i8": "i8", "i16": "i16", "u8": "u8", "u16": "u16", "u32": "u32", "u64": "u64", "bool": "i1",
+        "f8e4m3fn": "fp8e4nv", "f8e5m2": "fp8e5"}
 
 # combine functions of reductions, NaN-propagating like the reference's
 _COMBINE = """
@@ -65,16 +70,18 @@ def _mul(a, b):
 
 
 def kernel_source(group: KernelGroup, kind: str, em: Emitter, consts: dict[str, int],
-                  grid: tuple[int, ...]) -> KernelSource:
+                  grid: tuple[int, ...], scratch: dict[str, tuple[str, int]] | None = None) -> KernelSource:
     """The module text of a kernel whose body `em` wrote."""
     params = [f"in{k}" for k in range(len(group.inputs))] + [f"out{k}" for k in range(len(group.outputs))]
-    args = ", ".join(params + [f"{c}: tl.constexpr" for c in consts])
+    scratch = scratch or {}
+    args = ", ".join(params + list(scratch) + [f"{c}: tl.constexpr" for c in consts])
     head = ["import triton", "import triton.language as tl", _COMBINE, "", f"def {group.name}({args}):"]
     source = "\n".join(head + ["    " + x for x in em.lines]) + "\n"
     values = list(group.inputs) + list(group.outputs)
     sig = {p: "*" + _PTR[v.type.dtype.name] for p, v in zip(params, values)}
+    sig.update({name: "*" + {"float32": "fp32", "int32": "i32"}[dt] for name, (dt, _) in scratch.items()})
     sig.update({c: "constexpr" for c in consts})
-    return KernelSource(group.name, kind, source, params, dict(consts), grid, sig)
+    return KernelSource(group.name, kind, source, params, dict(consts), grid, sig, dict(scratch))
 
 
 def dot_precision(dtype) -> str:
@@ -109,6 +116,13 @@ def dot_dims(dot) -> tuple[list[int], list[int], list[int], list[int], list[int]
 
 
 def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
+    """A tiled GEMM. Output tiles are visited in groups of GROUP_M rows of tiles (programs
+    that run together share B's column panels in L2). With split_k > 1, SPLIT_K programs
+    share one output tile's K loop: each adds its partial sum into a zeroed f32 workspace
+    with atomics and counts itself in; the last one to arrive reads the sum back and applies
+    the epilogue (which may not be linear, so it cannot be applied to partial sums). The
+    order of those additions varies from run to run, so split-K sums are not bitwise
+    reproducible."""
     dot = group.anchor if group.anchor is not None and group.anchor.name == "dot_general" else \
         next((op for op in group.ops if op.name == "dot_general"), None)
     if dot is None:
@@ -118,16 +132,28 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
     lsh, rsh = list(lhs.type.shape), list(rhs.type.shape)
     B = math.prod(lsh[d] for d in lb)
     M, N, K = math.prod(lsh[d] for d in lf), math.prod(rsh[d] for d in rf), math.prod(lsh[d] for d in lc)
+    cfg = dict(DEFAULT_TILE, **{k: v for k, v in config.items() if k in DEFAULT_TILE})
+    consts = {"TILE_M": cfg["tile_m"], "TILE_N": cfg["tile_n"], "TILE_K": cfg["tile_k"],
+              "GROUP_M": int(config.get("group_m", DEFAULT_GROUP_M)), "SPLIT_K": int(config.get("split_k", 1))}
+    tiles_m, tiles_n = -(-M // consts["TILE_M"]), -(-N // consts["TILE_N"])
+    parts = consts["SPLIT_K"]
+    k_per = -(-K // (parts * consts["TILE_K"])) * consts["TILE_K"]      # K per split, whole K tiles
     batch = split("pid_b", [lsh[d] for d in lb])
     rows = split("rm", [lsh[d] for d in lf], "[:, None]", frozenset({"mm[:, None]"}))
     cols = split("rn", [rsh[d] for d in rf], "[None, :]", frozenset({"nm[None, :]"}))
     em = Emitter(group, target)
     em.lines += [
-        "pid_m = tl.program_id(0)", "pid_n = tl.program_id(1)", "pid_b = tl.program_id(2)",
+        "pid = tl.program_id(0)", "pid_z = tl.program_id(1)",
+        "pid_b = pid_z // SPLIT_K", "pid_k = pid_z % SPLIT_K",
+        "in_group = GROUP_M * " + str(tiles_n), "first_m = (pid // in_group) * GROUP_M",
+        f"group_rows = tl.minimum({tiles_m} - first_m, GROUP_M)",
+        "pid_m = first_m + (pid % in_group) % group_rows", "pid_n = (pid % in_group) // group_rows",
         "rm = pid_m * TILE_M + tl.arange(0, TILE_M)", "rn = pid_n * TILE_N + tl.arange(0, TILE_N)",
         f"mm = rm < {M}", f"nm = rn < {N}", "acc = tl.zeros((TILE_M, TILE_N), dtype=tl.float32)",
     ]
-    with em.block(f"for k0 in range(0, {K}, TILE_K):"):
+    loop = f"for k0 in range(0, {K}, TILE_K):" if parts == 1 else \
+        f"for k0 in range(pid_k * {k_per}, tl.minimum({K}, (pid_k + 1) * {k_per}), TILE_K):"
+    with em.block(loop):
         em.lines += ["kk = k0 + tl.arange(0, TILE_K)", f"km = kk < {K}"]
         ka = split("kk", [lsh[d] for d in lc], "[None, :]", frozenset({"km[None, :]"}))
         kb = split("kk", [rsh[d] for d in rc], "[:, None]", frozenset({"km[:, None]"}))
@@ -135,18 +161,28 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
         y = em.operand(rhs, place(len(rsh), (rb, batch), (rc, kb), (rf, cols)), "(TILE_K, TILE_N)")
         em.lines.append(f"acc += tl.dot({x}, {y}{dot_precision(lhs.type.dtype)})")
     res = dot.results[0].type
-    acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, dot, target)})"
     index = batch + rows + cols
-    em.bind(dot.results[0], Tile(em.fresh(acc), res.dtype), index)
-    for k, v in enumerate(group.outputs):
-        if v.type.size != res.size:
-            raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
-                                     "a matmul output of another size than the product")
-        em.store(f"out{k}", v, index, list(res.shape), tile="(TILE_M, TILE_N)")
-    cfg = dict(DEFAULT_TILE, **{k: v for k, v in config.items() if k in DEFAULT_TILE})
-    consts = {"TILE_M": cfg["tile_m"], "TILE_N": cfg["tile_n"], "TILE_K": cfg["tile_k"]}
-    grid = (-(-M // consts["TILE_M"]), -(-N // consts["TILE_N"]), B)
-    return kernel_source(group, "matmul", em, consts, grid)
+    scratch = {}
+    if parts > 1:
+        tiles = B * tiles_m * tiles_n
+        scratch = {"ws": ("float32", tiles * consts["TILE_M"] * consts["TILE_N"]), "arrived": ("int32", tiles)}
+        em.lines += [
+            f"tile = (pid_b * {tiles_m} + pid_m) * {tiles_n} + pid_n",
+            "wo = tile * (TILE_M * TILE_N) + tl.arange(0, TILE_M)[:, None] * TILE_N + tl.arange(0, TILE_N)[None, :]",
+            "tl.atomic_add(ws + wo, acc)",
+            "arrivals = tl.atomic_add(arrived + tile, 1)",      # acq_rel: the adds above are visible
+        ]
+    with (em.block("if arrivals == SPLIT_K - 1:") if parts > 1 else _nothing()):
+        if parts > 1:
+            em.lines.append("acc = tl.load(ws + wo, cache_modifier='.cg')")
+        acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, dot, target)})"
+        em.bind(dot.results[0], Tile(em.fresh(acc), res.dtype), index)
+        for k, v in enumerate(group.outputs):
+            if v.type.size != res.size:
+                raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
+                                         "a matmul output of another size than the product")
+            em.store(f"out{k}", v, index, list(res.shape), tile="(TILE_M, TILE_N)")
+    return kernel_source(group, "matmul", em, consts, (tiles_m * tiles_n, B * parts), scratch)
 
 
 def _conv(group: KernelGroup, config: dict, target: str | None) -> KernelSource:

@@ -4,14 +4,16 @@ machine code for the target's architecture; the others listed with why.
     result = compile_graph(kernel_graph, "h800")     # ProgramArtifacts
     result.write(directory)                          # .ptx/.cubin (or .amdgcn/.hsaco) + manifest.json
 
-Targets and the Triton backend they compile through: a800 sm_80, l20 sm_89, h800-sxm /
-h800-pcie / h20 sm_90 (cubin, Triton's bundled ptxas), dcu-z100 gfx906 (hsaco, Triton's
-AMD backend, wavefront 64). dcu-k100 (gfx926) and dcu-k100-ai (gfx928) need Hygon's own
-toolchain (upstream Triton fails for gfx926/928/936): their kernels are written as Triton
-source only, level *emitted*, and the manifest says whether Hygon's DTK was found. Matmul tiles come from the tuning database's modeled results
+Targets and the Triton backend they compile through: a800 / a100 sm_80, l20 / l2 sm_89,
+h800-sxm / h800-pcie / h20 / h100-sxm / h200 sm_90 (cubin, Triton's bundled ptxas),
+dcu-z100 gfx906 (hsaco, Triton's AMD backend, wavefront 64). dcu-k100 (gfx926) and
+dcu-k100-ai (gfx928) need Hygon's own toolchain (upstream Triton fails for gfx926/928/936):
+their kernels are written as Triton source only, level *emitted*, and the manifest says
+whether Hygon's DTK was found. Matmul tiles come from the tuning database's modeled results
 for the target (`xchip autotune --target`) when it has them, else from the cost model over
-the tile space (`backends/tile_knobs.py`), so targets with different numbers (the H20's
-low compute and high bandwidth, the H800's) can get different tiles.
+the tile space (`backends/tile_knobs.py`), so targets with different numbers (the H20's low
+compute and high bandwidth, the H800's) can get different tiles. A kernel that the compiler
+reports spilling registers is compiled again with a smaller tile.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ from .runtime import Artifact, compile_for
 # canonical target name -> (Triton backend, architecture, threads per warp/wavefront)
 GPU_TARGETS = {
     "a800": ("cuda", 80, 32),
+    "a100": ("cuda", 80, 32),
     "l20": ("cuda", 89, 32),
+    "l2": ("cuda", 89, 32),
     "h800-sxm": ("cuda", 90, 32),
     "h800-pcie": ("cuda", 90, 32),
     "h20": ("cuda", 90, 32),
+    "h100-sxm": ("cuda", 90, 32),
+    "h200": ("cuda", 90, 32),
     "dcu-z100": ("hip", "gfx906", 64),
 }
 
@@ -133,7 +139,7 @@ def _tiles(group, target_name: str, db_configs: dict) -> tuple[dict, str]:
     from xchip.targets import get
     from xchip.targets.cost_model import estimate_kernel
     target = get(target_name)
-    space = tile_space(group, target)
+    space = tile_space(group, target, modeled=True)
     best, best_s = None, None
     for config in space or ():
         t = estimate_kernel(group, target, config).time_s

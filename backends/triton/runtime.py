@@ -50,21 +50,26 @@ def load(ks: KernelSource):
 
 
 _TORCH = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "float64": "float64",
-          "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8", "bool": "bool"}
+          "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8", "bool": "bool",
+          "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2"}
+# numpy dtypes (ml_dtypes) torch takes only as raw bits: the signed int of the same width
+_BITS = {"bfloat16": np.int16, "float8_e4m3fn": np.int8, "float8_e5m2": np.int8}
 
 
 def _to_torch(a: np.ndarray):
     import torch
     name = np.dtype(a.dtype).name
-    if name == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16).astype(np.int16)).view(torch.bfloat16)
+    if name in _BITS:
+        return torch.from_numpy(np.ascontiguousarray(a).view(_BITS[name])).view(getattr(torch, _TORCH[name]))
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _to_numpy(t, dtype) -> np.ndarray:
-    import torch
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16).view(dtype)
+    name = np.dtype(dtype).name
+    if name in _BITS:
+        import torch
+        bits = {np.int16: torch.int16, np.int8: torch.int8}[_BITS[name]]
+        return t.view(bits).numpy().view(dtype)
     return t.numpy()
 
 
@@ -87,46 +92,57 @@ def emulate_many(runs, timeout: float = 600.0) -> list[list[np.ndarray]]:
     return result["outputs"]
 
 
-def _faithful_bf16() -> None:
-    """Make Triton's interpreter (3.9) compute bf16 as a GPU does. It keeps bf16 tensors as
-    their uint16 bit patterns, and (1) its dot multiplies those patterns as integers, (2) its
-    f32 -> bf16 cast truncates where `.to(tl.bfloat16)` compiles to round-to-nearest-even
-    (cvt.rn.bf16.f32). Dots get f32 operands widened exactly (a GPU multiplies bf16 exactly
-    and adds in f32); casts go through ml_dtypes, which rounds to nearest even. The kernel's
-    text stays the one that is compiled."""
+def _faithful_narrow_floats() -> None:
+    """Make Triton's interpreter (3.9) compute bf16 and fp8 as a GPU does. It keeps those
+    tensors as their unsigned-int bit patterns, and (1) its dot multiplies bf16 patterns as
+    integers, (2) its f32 -> bf16 cast truncates where `.to(tl.bfloat16)` compiles to
+    round-to-nearest-even, (3) its fp8 rounding does not carry into the exponent. Dots get
+    f32 operands widened exactly (a GPU multiplies these exactly and adds in f32); casts go
+    through ml_dtypes, which rounds to nearest even. The kernel's text stays the one that is
+    compiled."""
     import ml_dtypes
     import triton.language as tl
     from triton.runtime import interpreter as it
     builder = it.InterpreterBuilder
-    if getattr(builder.create_dot, "xchip_bf16", False):
+    if getattr(builder.create_dot, "xchip_narrow", False):
         return
+    narrow = {tl.bfloat16: ml_dtypes.bfloat16, tl.float8e4nv: ml_dtypes.float8_e4m3fn,
+              tl.float8e5: ml_dtypes.float8_e5m2}
     dot, cast, fp_to_fp = builder.create_dot, builder.cast_impl, builder.create_fp_to_fp
 
     def widened(h):
-        if h.dtype.scalar != tl.bfloat16:
+        if h.dtype.scalar not in narrow:
             return h
-        return it.TensorHandle(h.data.view(ml_dtypes.bfloat16).astype(np.float32), tl.float32)
+        return it.TensorHandle(h.data.view(narrow[h.dtype.scalar]).astype(np.float32), tl.float32)
 
     def create_dot(self, a, b, d, *rest):
         return dot(self, widened(a), widened(b), d, *rest)
 
     def cast_impl(self, src, dst_type):
         s, d = src.dtype.scalar, dst_type.scalar
-        if d == tl.bfloat16 and s.is_floating() and s != tl.bfloat16:
-            return it.TensorHandle(src.data.astype(ml_dtypes.bfloat16).view(np.uint16), tl.bfloat16)
-        if s == tl.bfloat16 and d.is_floating() and d != tl.bfloat16:
-            return it.TensorHandle(src.data.view(ml_dtypes.bfloat16).astype(it._get_np_dtype(d)), d)
-        return cast(self, src, dst_type)
+        if s == d or not (s.is_floating() and d.is_floating()) or (s not in narrow and d not in narrow):
+            return cast(self, src, dst_type)
+        data = src.data.view(narrow[s]) if s in narrow else src.data
+        if d in narrow:
+            return it.TensorHandle(data.astype(narrow[d]).view(it._get_np_dtype(d)), d)
+        return it.TensorHandle(data.astype(it._get_np_dtype(d)), d)
 
     def create_fp_to_fp(self, src, dst_type, rounding_mode):
-        if tl.bfloat16 in (src.dtype.scalar, dst_type.scalar):
+        if src.dtype.scalar in narrow or dst_type.scalar in narrow:
             return cast_impl(self, src, dst_type)
         return fp_to_fp(self, src, dst_type, rounding_mode)
 
-    create_dot.xchip_bf16 = True
+    create_dot.xchip_narrow = True
     builder.create_dot, builder.cast_impl, builder.create_fp_to_fp = create_dot, cast_impl, create_fp_to_fp
     for name in ("create_fp_ext", "create_fp_trunc"):
         setattr(builder, name, cast_impl)
+
+
+def scratch_buffers(ks: KernelSource, device: str = "cpu") -> list:
+    """The zero-filled work buffers a launch of `ks` takes after its outputs (split-K's
+    partial sums and arrival counters), fresh for every launch."""
+    import torch
+    return [torch.zeros(n, dtype=getattr(torch, dt), device=device) for dt, n in ks.scratch.values()]
 
 
 def _emulate_here(jobs) -> dict:
@@ -134,14 +150,14 @@ def _emulate_here(jobs) -> dict:
     from triton.runtime.interpreter import InterpretedFunction
 
     from xchip.ir import dtypes
-    _faithful_bf16()
+    _faithful_narrow_floats()
     results = []
     for ks, inputs, out_types in jobs:
         fn = InterpretedFunction(load(ks))
         args = [_to_torch(a) for a in inputs]
         np_types = [np.dtype(dtypes.get(name).numpy) for _, name in out_types]
         outs = [torch.empty(shape, dtype=getattr(torch, _TORCH[d.name])) for (shape, _), d in zip(out_types, np_types)]
-        fn[ks.grid](*args, *outs, **ks.constexprs)
+        fn[ks.grid](*args, *outs, *scratch_buffers(ks), **ks.constexprs)
         results.append([_to_numpy(o, d).reshape(shape) for o, d, (shape, _) in zip(outs, np_types, out_types)])
     return {"status": "ok", "outputs": results}
 
@@ -232,3 +248,6 @@ def elf_arch(binary: bytes) -> str:
 
 
 _AMDGPU_MACH = {0x2F: "gfx906", 0x30: "gfx908", 0x3F: "gfx90a", 0x40: "gfx942", 0x2C: "gfx900"}
+
+
+_faithful_bf16 = _faithful_narrow_floats     # TEMP alias while execute.py is written; removed at integration

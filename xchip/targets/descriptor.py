@@ -19,7 +19,9 @@ PEAK_KEYS = ("fp64", "fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 
 # Verification levels (docs/verification.md), plus "none": nothing of xchip's has been
 # emitted, compiled, emulated or run for the target yet; its timings can only be modeled.
-VERIFICATION_LEVELS = ("executed", "compiled", "emulated", "emitted", "none")
+# "compiled + emulated": every kernel is machine code for the target and runs in an
+# emulator against the reference, but nothing ran on the chip (the GPU family today).
+VERIFICATION_LEVELS = ("executed", "compiled + emulated", "compiled", "emulated", "emitted", "none")
 
 BACKEND_FAMILIES = ("cpu", "nvidia", "ascend", "cambricon", "dcu", "kunlun", "mthreads", "iluvatar",
                     "metax", "biren")
