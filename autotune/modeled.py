@@ -31,7 +31,7 @@ def tune_modeled(lowered, target: str, *, db: TuningDB, groups: list[str] | None
                  progress: Callable[[str, SearchResult], None] | None = None) -> list[GroupResult]:
     """Tune the matmul/convolution groups of `lowered` (an `xchip.jit(..., target=target)
     .lower(...)`) for `target` by the cost model; returns one result per group."""
-    from xchip.backends.tile_knobs import default_tile, tile_space
+    from xchip.backends.tile_knobs import default_tile, preferred, tile_space
     from xchip.targets import get
     from xchip.targets.cost_model import estimate_kernel
 
@@ -64,6 +64,10 @@ def tune_modeled(lowered, target: str, *, db: TuningDB, groups: list[str] | None
             continue
         key = kernel_key(group)
         ranked = sorted((tr for tr in found.trials if tr.seconds is not None), key=lambda tr: tr.seconds)
+        # the one the backend compiles with (ties broken as it breaks them) is stored first
+        # and, stored with its own time, wins `db.best` over any tie
+        top = preferred([(tr.config, tr.seconds) for tr in ranked])
+        ranked = [next(tr for tr in ranked if tr.config == top[0])] + [tr for tr in ranked if tr.config != top[0]]
         for tr in ranked[:KEEP]:
             db.record(key, t.name, MODEL_VERSIONS, tr.config, Stats(tr.seconds, tr.seconds, 0), "modeled")
         note = f"time a lower bound: {', '.join(sorted(missing))} unknown" if missing else ""

@@ -313,3 +313,21 @@ def test_split_k_and_grouped_tile_order_keep_the_result(config):
     (got,) = runtime.emulate(ks, [env[v] for v in group.inputs], [v.type for v in group.outputs])
     c = compare(got, env[group.outputs[0]], 1e-5, 1e-5)
     assert c.ok, str(c)
+
+
+def test_default_gemm_tiles_follow_each_target_and_compile_without_spills():
+    """Tiles are the cost model's pick within what the hardware runs well: on sm_90 whole
+    warpgroups of 64+ rows (wgmma), accumulators within half the register file, no split-K
+    where the model cannot tell it apart; the H20 (low compute) and H800 differ."""
+    from xchip.backends.triton.program import compile_graph
+    a = np.zeros((4096, 4096), jnp.bfloat16)
+    chosen = {}
+    for target in ("h800-sxm", "h20"):
+        low = xchip.jit(lambda x, y: x @ y, target=target).lower(a, a)
+        (kernel,) = compile_graph(low.kernel_graph, target).kernels
+        c = kernel.config
+        assert kernel.tiles_from == "cost model" and kernel.artifact.spills == 0, (target, c, kernel.reason)
+        assert c["tile_m"] >= 64 and c["num_warps"] % 4 == 0 and c["split_k"] == 1, c
+        assert c["tile_m"] * c["tile_n"] <= c["num_warps"] * 32 * 128
+        chosen[target] = (c["tile_m"], c["tile_n"])
+    assert chosen["h800-sxm"] != chosen["h20"], chosen

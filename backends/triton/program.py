@@ -135,17 +135,13 @@ def _tiles(group, target_name: str, db_configs: dict) -> tuple[dict, str]:
         return default_config(group), "default"
     if group.kind != "matmul":
         return {}, "default"
-    from xchip.backends.tile_knobs import tile_space
+    from xchip.backends.tile_knobs import preferred, tile_space
     from xchip.targets import get
     from xchip.targets.cost_model import estimate_kernel
     target = get(target_name)
     space = tile_space(group, target, modeled=True)
-    best, best_s = None, None
-    for config in space or ():
-        t = estimate_kernel(group, target, config).time_s
-        if t is not None and (best_s is None or t < best_s):
-            best, best_s = config, t
-    return (best, "cost model") if best is not None else ({}, "default")
+    best = preferred([(c, estimate_kernel(group, target, c).time_s) for c in space or ()])
+    return (best[0], "cost model") if best is not None else ({}, "default")
 
 
 def tile_configs(kernel_graph, target_name: str) -> dict[str, tuple[dict, str]]:
