@@ -46,3 +46,8 @@ class VerificationError(XchipError):
 
 class TargetError(XchipError):
     """Unknown target, or a target that cannot do what was asked."""
+
+
+class FallbackWarning(UserWarning):
+    """Some kernel groups run on the reference executor instead of compiled code (the CPU's
+    TVM kernels or the GPUs' Triton kernels)."""

@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from xchip.errors import XchipError
+from xchip.errors import FallbackWarning, XchipError  # FallbackWarning: re-exported by the package
 from xchip.ir.graph import Value
 from xchip.ir.kernel_graph import KernelGraph, KernelGroup
 from xchip.runtime import reference
@@ -33,10 +33,6 @@ from .module_cache import load_or_build
 BACKEND_COMPILED = "tvm-llvm"
 BACKEND_REFERENCE = "reference"
 ALIGNMENT = 64
-
-
-class FallbackWarning(UserWarning):
-    """Some kernel groups run on the reference executor instead of compiled code."""
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, nbytes: int | None = None) -> np.ndarray:

@@ -31,9 +31,9 @@ import numpy as np
 
 from xchip.ir.kernel_graph import KernelGroup
 
-from .emitter import Emitter, Ix, Tile, place, split
+from .emitter import Emitter, Tile, place, split
 from .expr import TL
-from .kernels import KernelSource, dot_dims, dot_precision, kernel_source, row_reduce
+from .kernels import KernelSource, dot_dims, dot_precision, kernel_source
 
 DEAD = -1e8          # an additive mask entry at or below this removes the key
 

@@ -1,18 +1,19 @@
-"""Kernel groups as Triton kernel source: `elementwise` groups (one flat program per block
-of output elements), `matmul` groups (a tiled GEMM; operands computed from inputs are
-computed tile by tile in the K loop, the group's epilogue applied to the accumulator tile
-before it is stored), `reduction` groups over the last axis (softmax, layernorm, rmsnorm,
-log-softmax, plain sums and maxima: one program per row, the row held in registers, every
-reduction of the group done in that one pass over memory) and `attention` groups (flash
-attention: `attention.py`).
+"""Kernel groups as Triton kernel source: `elementwise` (and data-movement `opaque`) groups,
+one flat program per block of output elements; `matmul` groups, a tiled GEMM (operands
+computed from inputs are computed tile by tile in the K loop; the epilogue is applied to the
+accumulator tile before it is stored; group-M tile order; split-K); `conv` groups as implicit
+GEMMs; `reduction` groups over the last axis (softmax, layernorm, rmsnorm, log-softmax,
+sums and maxima: one program per row, the row in registers, every reduction of the group in
+one pass over memory) and pooling (`reduce_window`); `attention` groups (flash attention,
+`attention.py`). While loops are not one kernel: `loops.py`.
 
     ks = generate(group, config, target="h800")    # KernelSource: source text, signature, grid
     ks.source                                      # a module defining one undecorated function
 
 Shapes are static, so sizes and strides are literals in the source; the kernel's
-parameters are the group's inputs then outputs (pointers), then the block sizes
-(constexpr). A group this module cannot express raises `UnsupportedOpError` naming the op,
-its source location and the target.
+parameters are the group's inputs then outputs (pointers), then scratch buffers (split-K),
+then the block sizes (constexpr). A group this module cannot express raises
+`UnsupportedOpError` naming the op, its source location and the target.
 """
 
 from __future__ import annotations
@@ -160,7 +161,6 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
         x = em.operand(lhs, place(len(lsh), (lb, batch), (lf, rows), (lc, ka)), "(TILE_M, TILE_K)")
         y = em.operand(rhs, place(len(rsh), (rb, batch), (rc, kb), (rf, cols)), "(TILE_K, TILE_N)")
         em.lines.append(f"acc += tl.dot({x}, {y}{dot_precision(lhs.type.dtype)})")
-    res = dot.results[0].type
     index = batch + rows + cols
     scratch = {}
     if parts > 1:
@@ -175,14 +175,20 @@ def _matmul(group: KernelGroup, config: dict, target: str | None) -> KernelSourc
     with (em.block("if arrivals == SPLIT_K - 1:") if parts > 1 else _nothing()):
         if parts > 1:
             em.lines.append("acc = tl.load(ws + wo, cache_modifier='.cg')")
-        acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, dot, target)})"
-        em.bind(dot.results[0], Tile(em.fresh(acc), res.dtype), index)
-        for k, v in enumerate(group.outputs):
-            if v.type.size != res.size:
-                raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
-                                         "a matmul output of another size than the product")
-            em.store(f"out{k}", v, index, list(res.shape), tile="(TILE_M, TILE_N)")
+        _store_accumulator(em, dot, index)
     return kernel_source(group, "matmul", em, consts, (tiles_m * tiles_n, B * parts), scratch)
+
+
+def _store_accumulator(em: Emitter, op, index: list[Ix]) -> None:
+    """`op`'s result is the f32 accumulator tile (in its dtype); the group's epilogue and
+    outputs are computed from it and stored."""
+    res = op.results[0].type
+    acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, op, em.target)})"
+    em.bind(op.results[0], Tile(em.fresh(acc), res.dtype), index)
+    for k, v in enumerate(em.group.outputs):
+        if v.type.size != res.size:
+            raise em.fail(em.group.ops[-1], f"an output of another size than the {op.name}'s result")
+        em.store(f"out{k}", v, index, list(res.shape), tile="(TILE_M, TILE_N)")
 
 
 def _conv(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
@@ -236,19 +242,13 @@ def _conv(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
         xt = em.operand(x, xi, "(TILE_M, TILE_K)")
         wt = em.operand(w, wi, "(TILE_K, TILE_N)")
         em.lines.append(f"acc += tl.dot({xt}, {wt}{dot_precision(x.type.dtype)})")
-    acc = "acc" if res.dtype.name == "f32" else f"acc.to({tl_type(res.dtype, conv, target)})"
-    em.bind(conv.results[0], Tile(em.fresh(acc), res.dtype), index)
-    for k, v in enumerate(group.outputs):
-        if v.type.size != res.size:
-            raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
-                                     "a conv output of another size than the convolution's")
-        em.store(f"out{k}", v, index, out, tile="(TILE_M, TILE_N)")
+    _store_accumulator(em, conv, index)
     cfg = dict(DEFAULT_TILE, **{k: v for k, v in config.items() if k in DEFAULT_TILE})
     consts = {"TILE_M": cfg["tile_m"], "TILE_N": cfg["tile_n"], "TILE_K": cfg["tile_k"]}
     return kernel_source(group, "conv", em, consts, (-(-M // consts["TILE_M"]), -(-N // consts["TILE_N"])))
 
 
-def row_reduce(em: Emitter, op, x: Tile, init: Tile, mask: str, axis: int | None = None) -> str:
+def _row_reduce(em: Emitter, op, x: Tile, init: Tile, mask: str) -> str:
     """Triton expression of a single float reduction `op` of `x` (lanes outside `mask` left
     out), combined with `init`, NaN-propagating like the reference."""
     body = [o.name for r in op.regions for o in r.ops if o.name != "return"]
@@ -256,14 +256,13 @@ def row_reduce(em: Emitter, op, x: Tile, init: Tile, mask: str, axis: int | None
     if len(op.operands) != 2 or len(body) != 1 or not out.is_float:
         raise em.fail(op, "only single float reductions (sum, product, max, min)")
     xs = f"{x.name}.to(tl.float32)" if x.dtype.name in NARROW else x.name
-    ax = 0 if axis is None else axis
     forms = {
-        "add": f"{init.name} + tl.sum(tl.where({mask}, {xs}, 0.0), axis={ax})",
-        "maximum": f"tl.maximum({init.name}, tl.reduce(tl.where({mask}, {xs}, -float('inf')), {ax}, _max_nan), "
+        "add": f"{init.name} + tl.sum(tl.where({mask}, {xs}, 0.0), axis=0)",
+        "maximum": f"tl.maximum({init.name}, tl.reduce(tl.where({mask}, {xs}, -float('inf')), 0, _max_nan), "
                    "propagate_nan=tl.PropagateNan.ALL)",
-        "minimum": f"tl.minimum({init.name}, tl.reduce(tl.where({mask}, {xs}, float('inf')), {ax}, _min_nan), "
+        "minimum": f"tl.minimum({init.name}, tl.reduce(tl.where({mask}, {xs}, float('inf')), 0, _min_nan), "
                    "propagate_nan=tl.PropagateNan.ALL)",
-        "multiply": f"{init.name} * tl.reduce(tl.where({mask}, {xs}, 1.0), {ax}, _mul)",
+        "multiply": f"{init.name} * tl.reduce(tl.where({mask}, {xs}, 1.0), 0, _mul)",
     }
     if body[0] not in forms:
         raise em.fail(op, f"a reduction by {body[0]}")
@@ -352,7 +351,7 @@ def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSo
             raise em.fail(op, f"a reduction other than over the last axis of {list(full)}")
         x = em.render(op.operands[0], row + [cols])
         init = em.render(op.operands[1], [])
-        em.bind(op.results[0], Tile(em.fresh(row_reduce(em, op, x, init, "cmask")), op.results[0].type.dtype), row)
+        em.bind(op.results[0], Tile(em.fresh(_row_reduce(em, op, x, init, "cmask")), op.results[0].type.dtype), row)
     for k, v in enumerate(group.outputs):
         shape = tuple(v.type.shape)
         if shape == full:

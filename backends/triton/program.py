@@ -205,7 +205,8 @@ def _compile_groups(kernel_graph, target_name: str, gpu, hygon_why: str, prefix:
     return kernels
 
 
-def _options(config: dict) -> dict:
+def launch_options(config: dict) -> dict:
+    """Triton's launch options for a config (what compiled kernels were built with)."""
     return {"num_warps": int(config.get("num_warps", 4)), "num_stages": int(config.get("stages", 3))}
 
 
@@ -224,12 +225,12 @@ def _compile_without_spills(group, ks, config: dict, gpu, target_name: str, trie
     spills depends on the architecture's register allocation: a 64x64 bf16 attention tile
     fits on sm_89/sm_90 and spills 812 bytes on sm_80). Returns the artifact without spills,
     or the one with the fewest, its config and a note saying what was tried."""
-    art = current = compile_for(ks, gpu, **_options(config))
+    art = current = compile_for(ks, gpu, **launch_options(config))
     tried, trying = [], config
     while art.spills and tries > 0 and (smaller := _smaller(trying, group.kind)) is not None:
         tried.append(f"{_tile_text(trying)} spilled {current.spills} bytes")
         trying, tries = smaller, tries - 1
-        current = compile_for(generate(group, trying, target_name), gpu, **_options(trying))
+        current = compile_for(generate(group, trying, target_name), gpu, **launch_options(trying))
         if current.spills is not None and current.spills < art.spills:
             art, config = current, trying
     note = f"tiles {_tile_text(config)} ({'; '.join(tried)})" if tried else ""

@@ -49,28 +49,32 @@ def load(ks: KernelSource):
     return getattr(module, ks.name)
 
 
-_TORCH = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "float64": "float64",
-          "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8", "bool": "bool",
-          "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2"}
-# numpy dtypes (ml_dtypes) torch takes only as raw bits: the signed int of the same width
-_BITS = {"bfloat16": np.int16, "float8_e4m3fn": np.int8, "float8_e5m2": np.int8}
+# numpy <-> torch by bytes: torch.from_numpy knows no ml_dtypes types (bf16, fp8)
 
-
-def _to_torch(a: np.ndarray):
+def torch_dtype(dtype):
     import torch
-    name = np.dtype(a.dtype).name
-    if name in _BITS:
-        return torch.from_numpy(np.ascontiguousarray(a).view(_BITS[name])).view(getattr(torch, _TORCH[name]))
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _to_numpy(t, dtype) -> np.ndarray:
     name = np.dtype(dtype).name
-    if name in _BITS:
-        import torch
-        bits = {np.int16: torch.int16, np.int8: torch.int8}[_BITS[name]]
-        return t.view(bits).numpy().view(dtype)
-    return t.numpy()
+    t = getattr(torch, name, None)
+    if not isinstance(t, torch.dtype):
+        from xchip.errors import XchipError
+        raise XchipError(f"no torch dtype for {name}")
+    return t
+
+
+def to_torch(a: np.ndarray, device="cpu"):
+    import torch
+    # a copy: the interpreter writes every argument's storage back, and the caller's array
+    # may be read-only
+    flat = np.array(a, order="C").reshape(-1).view(np.uint8)
+    t = torch.from_numpy(flat).view(torch_dtype(a.dtype)).reshape(a.shape)
+    return t.to(device) if t.device != torch.device(device) else t
+
+
+def to_numpy(t, dtype) -> np.ndarray:
+    import torch
+    dtype = np.dtype(dtype)
+    flat = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+    return flat.view(dtype).reshape(tuple(t.shape)).copy()
 
 
 def emulate(ks: KernelSource, inputs: list[np.ndarray], out_types, timeout: float = 300.0) -> list[np.ndarray]:
@@ -154,11 +158,11 @@ def _emulate_here(jobs) -> dict:
     results = []
     for ks, inputs, out_types in jobs:
         fn = InterpretedFunction(load(ks))
-        args = [_to_torch(a) for a in inputs]
+        args = [to_torch(a) for a in inputs]
         np_types = [np.dtype(dtypes.get(name).numpy) for _, name in out_types]
-        outs = [torch.empty(shape, dtype=getattr(torch, _TORCH[d.name])) for (shape, _), d in zip(out_types, np_types)]
+        outs = [torch.empty(shape, dtype=torch_dtype(d)) for (shape, _), d in zip(out_types, np_types)]
         fn[ks.grid](*args, *outs, *scratch_buffers(ks), **ks.constexprs)
-        results.append([_to_numpy(o, d).reshape(shape) for o, d, (shape, _) in zip(outs, np_types, out_types)])
+        results.append([to_numpy(o, d).reshape(shape) for o, d, (shape, _) in zip(outs, np_types, out_types)])
     return {"status": "ok", "outputs": results}
 
 
@@ -248,6 +252,3 @@ def elf_arch(binary: bytes) -> str:
 
 
 _AMDGPU_MACH = {0x2F: "gfx906", 0x30: "gfx908", 0x3F: "gfx90a", 0x40: "gfx942", 0x2C: "gfx900"}
-
-
-_faithful_bf16 = _faithful_narrow_floats     # TEMP alias while execute.py is written; removed at integration
