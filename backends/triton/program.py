@@ -228,16 +228,16 @@ def _compile_without_spills(group, ks, config: dict, gpu, target_name: str, trie
     art = current = compile_for(ks, gpu, **launch_options(config))
     tried, trying = [], config
     while art.spills and tries > 0 and (smaller := _smaller(trying, group.kind)) is not None:
-        tried.append(f"{_tile_text(trying)} spilled {current.spills} bytes")
+        tried.append(f"{tile_text(trying)} spilled {current.spills} bytes")
         trying, tries = smaller, tries - 1
         current = compile_for(generate(group, trying, target_name), gpu, **launch_options(trying))
         if current.spills is not None and current.spills < art.spills:
             art, config = current, trying
-    note = f"tiles {_tile_text(config)} ({'; '.join(tried)})" if tried else ""
+    note = f"tiles {tile_text(config)} ({'; '.join(tried)})" if tried else ""
     return art, config, note
 
 
-def _tile_text(config: dict) -> str:
+def tile_text(config: dict) -> str:
     keys = ("tile_q", "tile_k") if "tile_q" in config else ("tile_m", "tile_n", "tile_k")
     tiles = [str(config[k]) for k in keys if k in config]
     return "x".join(tiles) or "default tiles"
