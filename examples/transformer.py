@@ -27,21 +27,25 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     return y * scale + bias
 
 
-def causal_self_attention(p: dict, x: jax.Array) -> jax.Array:
-    q = jnp.einsum("bsd,dhk->bshk", x, p["wq"])
-    k = jnp.einsum("bsd,dhk->bshk", x, p["wk"])
-    v = jnp.einsum("bsd,dhk->bshk", x, p["wv"])
-    # A Python float, which takes x's dtype; a numpy scalar would promote bf16 to f32.
-    scores = jnp.einsum("bqhk,bshk->bhqs", q, k) * HEAD_DIM ** -0.5
-    seq = x.shape[1]
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(d) + causal mask) v over [batch, seq, heads, head_dim]."""
+    # A Python float, which takes q's dtype; a numpy scalar would promote bf16 to f32.
+    scores = jnp.einsum("bqhk,bshk->bhqs", q, k) * q.shape[-1] ** -0.5
+    seq = q.shape[1]
     # Additive mask, large but finite: a fully masked row (padding) then gives uniform weights, not NaN.
-    mask = jnp.where(jnp.tril(jnp.ones((seq, seq), bool)), 0.0, -1e9).astype(x.dtype)
+    mask = jnp.where(jnp.tril(jnp.ones((seq, seq), bool)), 0.0, -1e9).astype(q.dtype)
     scores = scores + mask
     # Softmax written out so that the lowering shows every step.
     weights = jnp.exp(scores - scores.max(-1, keepdims=True))
     weights = weights / weights.sum(-1, keepdims=True)
-    out = jnp.einsum("bhqs,bshk->bqhk", weights, v)
-    return jnp.einsum("bqhk,hkd->bqd", out, p["wo"])
+    return jnp.einsum("bhqs,bshk->bqhk", weights, v)
+
+
+def causal_self_attention(p: dict, x: jax.Array) -> jax.Array:
+    q = jnp.einsum("bsd,dhk->bshk", x, p["wq"])
+    k = jnp.einsum("bsd,dhk->bshk", x, p["wk"])
+    v = jnp.einsum("bsd,dhk->bshk", x, p["wv"])
+    return jnp.einsum("bqhk,hkd->bqd", causal_attention(q, k, v), p["wo"])
 
 
 def transformer_block(params: dict, x: jax.Array) -> jax.Array:

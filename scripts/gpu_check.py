@@ -383,7 +383,6 @@ class Check:
 
     def attention(self, batch: int, heads: int, seq: int, head_dim: int) -> dict:
         import jax
-        import jax.numpy as jnp
         import ml_dtypes
         import numpy as np
         import torch
@@ -391,15 +390,7 @@ class Check:
         from examples.registry import get
         from xchip.backends.triton.runtime import to_torch
 
-        def causal_attention(q, k, v):
-            # as examples/transformer.py writes it: [batch, seq, heads, head_dim]
-            scores = jnp.einsum("bqhk,bshk->bhqs", q, k) * head_dim ** -0.5
-            s = q.shape[1]
-            mask = jnp.where(jnp.tril(jnp.ones((s, s), bool)), 0.0, -1e9).astype(q.dtype)
-            scores = scores + mask
-            weights = jnp.exp(scores - scores.max(-1, keepdims=True))
-            weights = weights / weights.sum(-1, keepdims=True)
-            return jnp.einsum("bhqs,bshk->bqhk", weights, v)
+        from examples.transformer import causal_attention      # [batch, seq, heads, head_dim]
 
         shape = (batch, seq, heads, head_dim)
         # causal: half of the 4*B*H*S^2*D of two full products

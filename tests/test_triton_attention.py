@@ -106,7 +106,7 @@ def test_the_causal_bound_skips_only_dead_key_blocks():
     from xchip.backends.triton.emitter import Emitter
     group, _ = _attention(causal_with_offset, CASES["causal_with_offset"][1])
     em = Emitter(group, "h800")
-    dead = _dead_keys(_Softmax(group, em, "h800"), em, group, 24, 40)
+    dead = _dead_keys(_Softmax(group, em, "h800"), em, 24, 40)
     np.testing.assert_array_equal(~dead, np.tril(np.ones((24, 40), bool), 16))
     line = generate(group, TILES, "h800").source.split("hi = ")[1].splitlines()[0]
     assert line == "tl.minimum(40, (pid_q + 1) * TILE_Q + 16)"

@@ -150,7 +150,7 @@ def generate_attention(group: KernelGroup, config: dict, target: str | None) -> 
         f"m_i = tl.zeros([TILE_Q], dtype=tl.float32) + {init_max.name}.to(tl.float32)",
         f"l_i = tl.zeros([TILE_Q], dtype=tl.float32) + {init_sum.name}.to(tl.float32)",
         "acc = tl.zeros([TILE_Q, BLOCK_DV], dtype=tl.float32)",
-        f"hi = {_key_limit(sm, em, group, consts, Sq, Sk)}",
+        f"hi = {_key_limit(sm, em, consts['TILE_Q'], Sq, Sk)}",
     ]
     with em.block("for k0 in range(0, hi, TILE_K):"):
         em.lines += ["rk = k0 + tl.arange(0, TILE_K)", f"km = rk < {Sk}"]
@@ -208,16 +208,15 @@ def _tile(asked, default: int, extent: int) -> int:
     return max(16, min(default, 1 << max(0, (extent - 1).bit_length())))
 
 
-def _key_limit(sm: _Softmax, em: Emitter, group: KernelGroup, consts: dict, Sq: int, Sk: int) -> str:
+def _key_limit(sm: _Softmax, em: Emitter, tq: int, Sq: int, Sk: int) -> str:
     """The key loop's end: `Sk`, or a causal bound `(pid_q + 1) * TILE_Q + offset` when the
     mask removes every key past it for every query block."""
-    dead = _dead_keys(sm, em, group, Sq, Sk)
+    dead = _dead_keys(sm, em, Sq, Sk)
     if dead is None:
         return str(Sk)
     live = ~dead
     if not live.any(axis=1).all():
         return str(Sk)        # a row with no live key: its softmax needs the dead keys too
-    tq = consts["TILE_Q"]
     ends = [int(np.nonzero(live[i:i + tq].any(axis=0))[0].max()) + 1 for i in range(0, Sq, tq)]
     offset = max(end - (i + 1) * tq for i, end in enumerate(ends))
     if all(min(Sk, (i + 1) * tq + offset) >= Sk for i in range(len(ends))):
@@ -225,13 +224,13 @@ def _key_limit(sm: _Softmax, em: Emitter, group: KernelGroup, consts: dict, Sq: 
     return f"tl.minimum({Sk}, (pid_q + 1) * TILE_Q + {offset})"
 
 
-def _dead_keys(sm: _Softmax, em: Emitter, group: KernelGroup, Sq: int, Sk: int) -> np.ndarray | None:
+def _dead_keys(sm: _Softmax, em: Emitter, Sq: int, Sk: int) -> np.ndarray | None:
     """[Sq, Sk] booleans: the mask removes this key for this query whatever the inputs, or
     None when the score epilogue has no input-free mask over one query and one key dim."""
     s_op = em.producer.get(id(sm.S))
     if s_op is None or s_op.name not in ("add", "select"):
         return None
-    free = _input_free(group)
+    free = _input_free(em.group)
     if s_op.name == "add":
         masks = [v for v in s_op.operands if id(v) in free]
         if len(masks) != 1:

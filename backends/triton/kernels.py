@@ -90,20 +90,30 @@ def dot_precision(dtype) -> str:
     return ', input_precision="ieee"' if dtype.name in ("f32", "f64") else ""
 
 
-def _elementwise(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
+def _flat_index(shape) -> list[Ix]:
+    """The index of each dim of `shape` from a flat program's `offs`."""
+    if len(shape) > 1:
+        return split("offs", list(shape), masks=frozenset({"mask"}))
+    return [Ix("offs", frozenset({"mask"}))] * len(shape)
+
+
+def _flat(group: KernelGroup, config: dict, target: str | None, kind: str) -> KernelSource:
+    """One program per block of output elements (elementwise groups, and pooling: each
+    reduce_window computed at the outputs' index, its window unrolled)."""
     n = group.outputs[0].type.size
     em = Emitter(group, target)
     em.lines += ["pid = tl.program_id(0)", "offs = pid * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {n}"]
+    for op in group.ops:
+        if op.name == "reduce_window":
+            index = _flat_index(op.results[0].type.shape)
+            em.bind(op.results[0], _window(em, op, index), index)
     for k, v in enumerate(group.outputs):
         if v.type.size != n:
             raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
-                                     "outputs of different sizes in one elementwise kernel")
-        shape = list(v.type.shape)
-        index = split("offs", shape, masks=frozenset({"mask"})) if len(shape) > 1 else \
-            [Ix("offs", frozenset({"mask"}))] * len(shape)
-        em.store(f"out{k}", v, index, shape, offset="offs", mask="mask")
+                                     "outputs of different sizes in one flat kernel")
+        em.store(f"out{k}", v, _flat_index(v.type.shape), list(v.type.shape), offset="offs", mask="mask")
     block = int(config.get("block", DEFAULT_BLOCK))
-    return kernel_source(group, "elementwise", em, {"BLOCK": block}, (max(1, -(-n // block)),))
+    return kernel_source(group, kind, em, {"BLOCK": block}, (max(1, -(-n // block)),))
 
 
 def dot_dims(dot) -> tuple[list[int], list[int], list[int], list[int], list[int], list[int]]:
@@ -278,28 +288,9 @@ _COMBINE_EXPR = {
 MAX_WINDOW = 256        # window elements unrolled in the source
 
 
-def _pooling(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
-    """reduce_window groups (max / average pooling and what follows them): one flat program
-    per block of outputs, the window unrolled (its offsets are static), positions outside the
-    input taking the init value as the reference's padding does."""
-    windows = [op for op in group.ops if op.name == "reduce_window"]
-    shape = list(windows[-1].results[0].type.shape)
-    n = math.prod(shape)
-    em = Emitter(group, target)
-    em.lines += ["pid = tl.program_id(0)", "offs = pid * BLOCK + tl.arange(0, BLOCK)", f"mask = offs < {n}"]
-    index = split("offs", shape, masks=frozenset({"mask"})) if len(shape) > 1 else [Ix("offs", frozenset({"mask"}))]
-    for op in windows:
-        em.bind(op.results[0], _window(em, op, index), index)
-    for k, v in enumerate(group.outputs):
-        if v.type.size != n:
-            raise UnsupportedOpError(group.ops[-1].name, group.ops[-1].loc, target,
-                                     "an output of another size than the pooling's")
-        em.store(f"out{k}", v, index, shape, offset="offs", mask="mask")
-    block = int(config.get("block", DEFAULT_BLOCK))
-    return kernel_source(group, "reduction", em, {"BLOCK": block}, (max(1, -(-n // block)),))
-
-
 def _window(em: Emitter, op, index: list[Ix]) -> Tile:
+    """A reduce_window at `index`: the window unrolled (its offsets are static), positions
+    outside the input taking the init value as the reference's padding does."""
     a = op.attrs
     x = op.operands[0]
     rank, size = len(x.type.shape), list(x.type.shape)
@@ -337,7 +328,7 @@ def _window(em: Emitter, op, index: list[Ix]) -> Tile:
 def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSource:
     reduces = [op for op in group.ops if op.name == "reduce"]
     if not reduces and any(op.name == "reduce_window" for op in group.ops):
-        return _pooling(group, config, target)
+        return _flat(group, config, target, "reduction")
     if not reduces:
         raise UnsupportedOpError(group.ops[0].name, group.ops[0].loc, target, "a reduction group without reduce")
     full = tuple(reduces[0].operands[0].type.shape)
@@ -371,12 +362,12 @@ def _reduction(group: KernelGroup, config: dict, target: str | None) -> KernelSo
 def generate(group: KernelGroup, config: dict | None = None, target: str | None = None) -> KernelSource:
     """Triton source for `group` with `config` (block or tile sizes; defaults otherwise)."""
     config = dict(config or {})
-    loop = next((op for op in group.ops if op.regions and op.name != "reduce_window" and op.name != "reduce"), None)
-    if loop is not None:
-        raise UnsupportedOpError(loop.name, loop.loc, target, f"a {loop.name} (control flow) is not a Triton kernel; "
-                                 "running its body's kernels from the host is not built yet")
+    flow = next((op for op in group.ops if op.name in ("while", "if", "case")), None)
+    if flow is not None:
+        raise UnsupportedOpError(flow.name, flow.loc, target, f"control flow ({flow.name}) is not one Triton kernel: "
+                                 "while loops compile as their regions' kernels (loops.py), branches not yet")
     if group.kind in ("elementwise", "opaque"):
-        return _elementwise(group, config, target)    # opaque: data movement (concatenate, ...)
+        return _flat(group, config, target, "elementwise")    # opaque: data movement (concatenate, ...)
     if group.kind == "matmul":
         return _matmul(group, config, target)
     if group.kind == "conv":

@@ -176,12 +176,13 @@ def _compile_groups(kernel_graph, target_name: str, gpu, hygon_why: str, prefix:
         name = prefix + group.name
         if loop_op(group) is not None:
             loop = regions(group)
-            parts = [k for part, kg in (("cond", loop.cond), ("body", loop.body))
-                     for k in _compile_groups(kg, target_name, gpu, hygon_why, f"{name}.{part}.")]
+            cond = _compile_groups(loop.cond, target_name, gpu, hygon_why, f"{name}.cond.")
+            body = _compile_groups(loop.body, target_name, gpu, hygon_why, f"{name}.body.")
+            parts = cond + body
             status = "emitted" if hygon_why else "compiled"
             done = all(k.status == status for k in parts)
-            reason = (f"a loop run from the host: {sum(n.startswith(name + '.body') for n in (k.group for k in parts))}"
-                      " body kernels per iteration, the condition read back each iteration")
+            reason = (f"a loop run from the host: {len(body)} body kernels per iteration, "
+                      "the condition read back each iteration")
             kernels.append(KernelArtifact(name, "loop", status if done else "partly generated", reason, parts=parts))
             continue
         config, source = tiles[group.name]
