@@ -503,7 +503,7 @@ def test_duplicate_definition(g, data):
     top = [(i, m.group(1)) for i, m in top if m and not lines[i].startswith("   ")]
     args = re.findall(r"(%\d+): ", lines[0])
     earlier = [name for _, name in top] + args
-    assume(len(earlier) >= 2)
+    assume(len(earlier) >= 2 and top)      # ops without results (two args, no named value) have nothing to rename
     i, name = data.draw(st.sampled_from(top[1:] if not args else top))
     prev = [n for j, n in top if j < i] + args
     assume(prev)
