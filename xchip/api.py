@@ -67,6 +67,16 @@ def _describe(shape, dtype) -> str:
     return f"{name}[{','.join(str(s) for s in shape)}]"
 
 
+def host_program(optimized: PipelineResult):
+    """The CPU backend's executable for an optimized program: call it with a list of numpy
+    arrays, get a list back. Kernels use the tuning database's config for this host where it
+    has one."""
+    from .autotune.tune import tuned_configs
+    from .backends.cpu import CpuProgram
+    return CpuProgram(optimized.kernel_graph, optimized.memory_plan, targets.get(HOST),
+                      configs=tuned_configs(optimized.kernel_graph))
+
+
 class Compiled:
     """A program compiled for one target and one input signature. Call it with the
     dynamic arguments (static ones were fixed at lowering, as with `jax.jit`)."""
@@ -81,11 +91,7 @@ class Compiled:
         self._program = None
         self._artifacts = None
         if self.runner == "compiled":
-            from .autotune.tune import tuned_configs
-            from .backends.cpu import CpuProgram
-            # a tuned config where the tuning database has one for this kernel on this host
-            self._program = CpuProgram(self.kernel_graph, self.memory_plan, targets.get(HOST),
-                                       configs=tuned_configs(self.kernel_graph))
+            self._program = host_program(optimized)
             backends = {k.group.name: k.backend for k in self._program.kernels}
         else:
             backends = {g.name: "none" for g in self.kernel_graph.groups}
