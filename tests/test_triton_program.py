@@ -196,3 +196,14 @@ def test_gpu_check_imports_the_checkout_without_an_install_or_tvm(tmp_path):
     assert not report["tvm"] and report["rc"] == 2
     # the target a GPU is, else one of its architecture, else an older one; none before sm_80
     assert report["targets"] == ["h200", "h800-pcie", "a100", "h800-sxm", "a800", None]
+
+
+def test_estimate_names_the_tiles_of_attention_groups_too():
+    # Compiled.estimate used to format every chosen tile as a matmul's (tile_m x tile_n):
+    # a KeyError for the transformer's attention group on any GPU target.
+    ex = get("transformer")
+    compiled = xchip.jit(ex.fn, target="h800").lower(*ex.make_args(np.random.default_rng(0), "f32")).compile()
+    estimate = compiled.estimate()
+    assert any(k.kind == "attention" for k in estimate.kernels)
+    assert any(n.startswith("attention") and "tile" in n for n in estimate.notes), estimate.notes
+    assert estimate.total_s is not None and estimate.total_s > 0

@@ -114,7 +114,7 @@ class Compiled:
         target = targets.resolve_name(target or self.target)
         if target == HOST:
             return targets.estimate_kernel_graph(self.kernel_graph, target)
-        from .backends.triton.program import supports, tile_configs
+        from .backends.triton.program import supports, tile_configs, tile_text
         if supports(target):
             # the tiles the Triton backend compiles with: modeled tunings, else the cost model's pick
             chosen = {name: c for name, c in tile_configs(self.kernel_graph, target).items() if c[0]}
@@ -124,8 +124,7 @@ class Compiled:
                       for name, c in modeled_configs(self.kernel_graph, target).items()}
         estimate = targets.estimate_kernel_graph(self.kernel_graph, target, {n: c for n, (c, _) in chosen.items()})
         for name, (c, source) in chosen.items():
-            tile = f"{c['tile_m']}x{c['tile_n']}x{c['tile_k']}, {c.get('stages', 3)} stages"
-            estimate.notes.insert(0, f"{name}: tile {tile} from the {source}")
+            estimate.notes.insert(0, f"{name}: tile {tile_text(c)}, {c.get('stages', 3)} stages from the {source}")
         return estimate
 
     def as_text(self) -> str:
