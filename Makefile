@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.xchip-installed
 
-.PHONY: demo test test-all test-arm64 arm64-toolchain conformance clean
+.PHONY: demo test test-all test-arm64 arm64-toolchain chromium conformance clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml setup.py
 demo: $(STAMP)
 	$(PY) -m examples.demo --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 # The slow suites and the ARM64 ones too, for running on purpose.
-test-all: $(STAMP) arm64-toolchain
+test-all: $(STAMP) arm64-toolchain chromium
 	$(PY) -m pytest -q -m ''
 
 # ARM64 (Kunpeng 920): CPU-backend kernels cross-compiled for aarch64/tsv110 and run under
@@ -32,6 +32,13 @@ arm64-toolchain:
 	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(ARM64_PACKAGES); }
+
+# The report tests open report.html in headless Chromium (screenshot, console errors, plots).
+BROWSER_PACKAGES := chromium fonts-dejavu-core
+chromium:
+	@command -v chromium >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(BROWSER_PACKAGES); }
 
 conformance: $(STAMP)
 	$(PY) -m xchip.conformance tests/conformance/stablehlo --json out/conformance.json

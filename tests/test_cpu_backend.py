@@ -153,3 +153,21 @@ def test_a_config_that_does_not_apply_falls_back_to_the_default_schedule(rng):
                              configs={name: {"vector": 3, "stale_knob": 1}})
     assert program.kernels[0].backend == BACKEND_COMPILED and program.kernels[0].config is None
     np.testing.assert_allclose(program([x])[0], np.tanh(x) * 2.0, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,dtype", [("transformer", "f32"), ("scan_rnn", "bf16")])
+def test_profile_times_every_kernel_and_leaves_the_program_intact(rng, name, dtype):
+    ex = EXAMPLES[name]
+    args = ex.make_args(rng, dtype)
+    compiled = xchip.jit(ex.fn).lower(*args).compile()
+    flat = compiled._flat_inputs(jax.tree_util.tree_leaves(args))
+    before = [np.array(a) for a in compiled._program(flat)]
+    times = compiled._program.profile(flat, min_repeats=3, min_seconds=0.0)
+    assert list(times) == [k.name for k in compiled.kernels]
+    assert all(len(t) >= 3 and min(t) > 0 for t in times.values())
+    after = compiled._program(flat)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    want = jax.tree_util.tree_leaves(jax.jit(ex.fn)(*args))
+    for got, w in zip(after, want):
+        assert compare(np.asarray(got), np.asarray(w), ex.rtol[dtype], ex.atol[dtype]).ok

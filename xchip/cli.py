@@ -4,6 +4,7 @@
     xchip targets [show NAME | compare A B ...]
     xchip db [ls | show KEY_PREFIX | export FILE | import FILE | prune ...]
     xchip autotune FILE.py:NAME --args SPEC [--budget 40 | 5m] [--kernels NAME,...]
+    xchip report FILE.py:NAME --args SPEC [--targets ...] [--out DIR] | --diff OLD.json NEW.json
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from .errors import XchipError
 from .autotune_cli import register_autotune_command
 from .db_cli import register as register_db_command
+from .report_cli import register as register_report_command
 from .targets.commands import register as register_targets_command
 
 
@@ -167,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_targets_command(sub)
     register_db_command(sub)
     register_autotune_command(sub)
+    register_report_command(sub)
     return parser
 
 

@@ -165,6 +165,52 @@ class CpuProgram:
     # -- running ---------------------------------------------------------------------------
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        arrays, views = self._buffers(inputs)
+        for fn, params in self._calls:
+            if fn is not None:
+                fn(*[views[p] for p in params])
+            else:
+                self._run_reference(params, arrays, self.custom_calls)
+        # A returned graph input or constant is returned as a copy: the caller owns results.
+        return [np.array(arrays[v]) if v in self._not_written else arrays[v] for v in self._returned]
+
+    def profile(self, inputs: Sequence[np.ndarray], *, min_repeats: int = 5,
+                min_seconds: float = 0.02) -> dict[str, list[float]]:
+        """Each kernel's times in seconds, measured here, inside this program: one run
+        records every kernel's inputs as they are when it starts; then each kernel is called
+        on private copies of them (buffers the memory plan shares would otherwise hand it
+        data a later kernel overwrote) at least `min_repeats` times and `min_seconds`, after
+        one untimed call. Its inputs are warm in cache, as just after their producers."""
+        arrays, views = self._buffers(inputs)
+        times: dict[str, list[float]] = {}
+        for kernel, (fn, params) in zip(self.kernels, self._calls):
+            group = kernel.group
+            outputs = set(group.outputs)
+            needed = dict.fromkeys([*group.inputs, *group.outputs, *(params if fn is not None else ())])
+            private = {v: _copy_of(arrays[v], empty=v in outputs) for v in needed}
+            if fn is not None:
+                args = [device_view(private[p]) for p in params]
+                call = lambda fn=fn, args=args: fn(*args)  # noqa: E731
+            else:
+                call = lambda group=group, private=private: self._run_reference(group, private, self.custom_calls)  # noqa: E731
+            call()
+            samples: list[float] = []
+            start = time.perf_counter()
+            while len(samples) < min_repeats or time.perf_counter() - start < min_seconds:
+                t0 = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - t0)
+            times[group.name] = samples
+            # then the real run goes on, so the next kernel's inputs are the program's
+            if fn is not None:
+                fn(*[views[p] for p in params])
+            else:
+                self._run_reference(params, arrays, self.custom_calls)
+        return times
+
+    def _buffers(self, inputs: Sequence[np.ndarray]) -> tuple[dict, dict]:
+        """(arrays, views) for one call: the inputs, constants and fresh outputs, each as
+        a numpy array and as what a compiled kernel takes."""
         arrays = dict(self._static)
         views = dict(self._static_views)
         for (v, native), a in zip(self._inputs, inputs):
@@ -186,13 +232,7 @@ class CpuProgram:
             else:
                 a = arrays[v] = aligned_empty(shape, dtype, nbytes)
                 views[v] = device_view(a)
-        for fn, params in self._calls:
-            if fn is not None:
-                fn(*[views[p] for p in params])
-            else:
-                self._run_reference(params, arrays, self.custom_calls)
-        # A returned graph input or constant is returned as a copy: the caller owns results.
-        return [np.array(arrays[v]) if v in self._not_written else arrays[v] for v in self._returned]
+        return arrays, views
 
     @staticmethod
     def _run_reference(group: KernelGroup, arrays: dict[Value, np.ndarray], custom_calls) -> None:
@@ -200,6 +240,13 @@ class CpuProgram:
         results = reference.evaluate_ops(group.ops, env, custom_calls=custom_calls)
         for v in group.outputs:
             np.copyto(arrays[v], results[v])
+
+
+def _copy_of(a: np.ndarray, empty: bool = False) -> np.ndarray:
+    out = aligned_empty(a.shape, a.dtype)
+    if not empty:
+        np.copyto(out, a)
+    return out
 
 
 def _constant_array(value: Value) -> np.ndarray:
