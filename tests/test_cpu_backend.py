@@ -171,3 +171,16 @@ def test_profile_times_every_kernel_and_leaves_the_program_intact(rng, name, dty
     want = jax.tree_util.tree_leaves(jax.jit(ex.fn)(*args))
     for got, w in zip(after, want):
         assert compare(np.asarray(got), np.asarray(w), ex.rtol[dtype], ex.atol[dtype]).ok
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_jax_arrays_and_read_only_arrays_are_taken_as_inputs(rng, dtype):
+    # np.asarray of a jax.Array is read-only, and TVM's DLPack import refuses read-only
+    # arrays: xchip.jit(f)(jnp_array) used to fail with BufferError.
+    f = xchip.jit(lambda x, y: x * 2 + y)
+    x = jnp.asarray(rng.standard_normal((4, 8)), dtype)
+    y = rng.standard_normal((4, 8)).astype(x.dtype)
+    y.flags.writeable = False
+    got = np.asarray(f(x, y), np.float32)
+    want = np.asarray(jax.jit(lambda x, y: x * 2 + y)(x, y), np.float32)
+    np.testing.assert_array_equal(got, want)

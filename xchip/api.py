@@ -9,7 +9,6 @@ targets compile to kernel graphs for the cost model, and say so when called.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import jax
@@ -166,6 +165,9 @@ class Compiled:
         return flat
 
     def __call__(self, *args, **kwargs):
+        """Run on concrete arrays; with JAX tracers (inside jax.jit/vmap), stage the program
+        into the outer JAX program (see docs/jax.md; not differentiable: xchip compiles
+        gradients from the function, so differentiate the `xchip.jit` function instead)."""
         leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
         if tree != self._traced.in_tree:
             raise ArgumentError(f"{self._traced.fun_name} was compiled for arguments {self._traced.in_tree}, "
@@ -173,10 +175,15 @@ class Compiled:
         return self._call_flat(leaves)
 
     def _call_flat(self, leaves: list):
+        try:
+            inputs = self._flat_inputs(leaves)
+        except _TracerArgument:
+            from .interop.staging import call_compiled
+            return call_compiled(self, leaves)
         _check_runs(self.target)
         # numpy arrays in host memory, not jax.Arrays: wrapping each costs a device_put
         # (~100 us), and every jax function takes numpy arrays as they are.
-        return jax.tree_util.tree_unflatten(self._traced.out_tree, self._program(self._flat_inputs(leaves)))
+        return jax.tree_util.tree_unflatten(self._traced.out_tree, self._program(inputs))
 
 
 class Lowered:
@@ -245,7 +252,18 @@ class XchipFunction:
     def __call__(self, *args, **kwargs):
         dyn_args, dyn_kwargs, static = self._statics(args, kwargs)
         leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
-        signature = (static, tree, tuple(_aval_key(x) for x in leaves))
+        try:
+            signature = (static, tree, tuple(_aval_key(x) for x in leaves))
+        except _TracerArgument:
+            # inside jax.jit/grad/vmap: the program becomes an op of the outer JAX program
+            from .interop.staging import call_function
+            return call_function(self, args, kwargs, static, leaves, tree)
+        compiled = self._cache.get(signature) or self._compiled(signature, *args, **kwargs)
+        return compiled._call_flat(leaves)   # the signature fixed the tree
+
+    def _compiled(self, signature: tuple, *args, **kwargs) -> Compiled:
+        """The cached program for `signature` (eager and staged calls share it), compiled now
+        if needed from `args` (arrays or `jax.ShapeDtypeStruct`s)."""
         compiled = self._cache.get(signature)
         if compiled is None:
             lowered = self.lower(*args, **kwargs)
@@ -253,7 +271,7 @@ class XchipFunction:
                 _tune_missing(lowered, self.autotune)
             compiled = lowered.compile()
             self._cache[signature] = compiled
-        return compiled._call_flat(leaves)   # the signature fixed the tree
+        return compiled
 
 
 def _tune_missing(lowered: Lowered, budget) -> None:
@@ -276,11 +294,15 @@ def _tune_missing(lowered: Lowered, budget) -> None:
                   f"({r.speedup:.2f}x, {len(r.search.trials)} trials)", file=sys.stderr, flush=True)
 
 
+class _TracerArgument(XchipError):
+    """An argument is a JAX tracer: the call stages into the outer JAX program instead of
+    running now (callers catch this; it is never meant to reach the user)."""
+
+
 def _reject_tracer(x, name: str | None) -> None:
     if isinstance(x, jax.core.Tracer):
         who = f"argument '{name}'" if name else "an argument"
-        raise XchipError(f"{who} is a JAX tracer: calling an xchip function inside "
-                         "jax.jit/grad/vmap is not supported yet; call it on concrete arrays")
+        raise _TracerArgument(f"{who} is a JAX tracer")
 
 
 _NO_STATICS = ((), ())

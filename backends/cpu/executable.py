@@ -214,12 +214,13 @@ class CpuProgram:
         arrays = dict(self._static)
         views = dict(self._static_views)
         for (v, native), a in zip(self._inputs, inputs):
+            # DLPack cannot export read-only arrays (np.asarray of a jax.Array is one): copy those
             if native:
-                if not a.flags.c_contiguous:
-                    a = np.ascontiguousarray(a)
+                if not (a.flags.c_contiguous and a.flags.writeable):
+                    a = np.array(a, order="C")
                 arrays[v] = views[v] = a
                 continue
-            if not a.flags.c_contiguous or a.ctypes.data % ALIGNMENT:
+            if not (a.flags.c_contiguous and a.flags.writeable) or a.ctypes.data % ALIGNMENT:
                 # TVM takes bf16 and f8 arrays only through DLPack, which wants 64-byte alignment
                 copy = aligned_empty(a.shape, a.dtype)
                 np.copyto(copy, a)
