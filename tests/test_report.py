@@ -252,3 +252,26 @@ def test_the_demo_writes_the_report(tmp_path, capsys):
     assert [t["target"] for t in data["programs"][0]["targets"]] == ["cpu", "l20"]
     assert "| mlp | bf16 | ok |" in (tmp_path / "checks.md").read_text()
     assert (tmp_path / "report.html").stat().st_size > 10_000 and (tmp_path / "report.md").exists()
+
+
+def test_compiled_report_of_a_function_with_pytrees_and_statics(tmp_path):
+    import jax.numpy as jnp
+
+    import xchip
+
+    def layer(params, x, activation):
+        h = x @ params["w"] + params["b"]
+        return jnp.tanh(h) if activation == "tanh" else jax.nn.relu(h)
+
+    rng = np.random.default_rng(4)
+    params = {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(8).astype(np.float32)}
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    compiled = xchip.jit(layer, static_argnums=2, opt_level="O1").lower(params, x, "tanh").compile()
+    paths = compiled.report(tmp_path, targets=["a800"])
+    data = report.load(paths["json"])
+    report.validate(data)
+    cpu, a800 = data["programs"][0]["targets"]
+    assert (cpu["target"], a800["target"]) == ("cpu", "a800")
+    assert cpu["check"]["ok"] and cpu["time"]["source"] == "measured"
+    assert data["programs"][0]["arguments"] == ["f32[8]", "f32[16,8]", "f32[4,16]"]
+    assert any("tanh" in k["ops"] for k in cpu["kernels"])       # the static argument chose tanh

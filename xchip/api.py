@@ -89,6 +89,7 @@ class Compiled:
         self._expected_dtypes = [np.dtype(aval.dtype) for aval in traced.in_avals]
         self._program = None
         self._artifacts = None
+        self._origin = None           # (XchipFunction, static arguments) it was compiled from
         if self.runner == "compiled":
             self._program = host_program(optimized)
             backends = {k.group.name: k.backend for k in self._program.kernels}
@@ -128,6 +129,22 @@ class Compiled:
 
     def as_text(self) -> str:
         return print_graph(self.graph, self.kernel_graph.annotations())
+
+    def report(self, path, *, targets: Sequence[str] = (), seed: int = 0) -> dict:
+        """Write the kernel performance report of this program (report.html, report.md,
+        report.json in folder `path`; docs/report.md) on its target and on `targets`, with
+        fresh random inputs of its argument types (`seed`): measured on the host CPU,
+        compiled and modeled elsewhere. Returns the paths written."""
+        from .report import Program, collect, write
+        if self._origin is None:
+            raise XchipError("report() needs the function this program was compiled from: compile it with "
+                             "xchip.jit(fn).lower(...).compile()")
+        xfn, static = self._origin
+        specs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in self._traced.in_avals)
+        o = xfn.options
+        program = Program(self._traced.fun_name, xfn.flat_function(static, self._traced.in_tree), specs, seed=seed,
+                          jit_options=dict(opt_level=o.level, fast_math=o.fast_math, precision=o.precision))
+        return write(collect([program], list(dict.fromkeys([self.target, *targets]))), path)
 
     @property
     def artifacts(self):
@@ -197,6 +214,7 @@ class Lowered:
         self.pass_stats = optimized.stats
         self.notes = optimized.notes
         self.target = target
+        self._origin = None           # (XchipFunction, static arguments) it was lowered from
 
     def as_text(self) -> str:
         """The optimized program in xchip IR, each op marked with its kernel group."""
@@ -207,7 +225,9 @@ class Lowered:
         return self._traced.stablehlo
 
     def compile(self) -> Compiled:
-        return Compiled(self._optimized, self._traced, self.target)
+        compiled = Compiled(self._optimized, self._traced, self.target)
+        compiled._origin = self._origin
+        return compiled
 
 
 class XchipFunction:
@@ -247,7 +267,25 @@ class XchipFunction:
         traced = trace(self.fn, args, kwargs, static_argnums=self.static_argnums,
                        static_argnames=self.static_argnames)
         graph = import_stablehlo(traced.stablehlo)  # verified by the importer
-        return Lowered(traced, optimize(graph, self.options), self.target)
+        lowered = Lowered(traced, optimize(graph, self.options), self.target)
+        lowered._origin = (self, self._statics(args, kwargs)[2])
+        return lowered
+
+    def flat_function(self, static: tuple, in_tree) -> Callable:
+        """`fn` as a function of the flat dynamic leaves (in `in_tree`'s order) returning its
+        flat outputs, with the static arguments `static` put back where they were."""
+        static_positions, static_kwargs = static
+
+        def flat(*leaves):
+            dyn_args, dyn_kwargs = jax.tree_util.tree_unflatten(in_tree, leaves)
+            args, dyn = [], iter(dyn_args)
+            positions = dict(static_positions)
+            for i in range(len(dyn_args) + len(positions)):
+                args.append(positions[i] if i in positions else next(dyn))
+            return jax.tree_util.tree_leaves(self.fn(*args, **dyn_kwargs, **dict(static_kwargs)))
+
+        flat.__name__ = self.__name__
+        return flat
 
     def __call__(self, *args, **kwargs):
         dyn_args, dyn_kwargs, static = self._statics(args, kwargs)

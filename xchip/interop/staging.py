@@ -100,7 +100,7 @@ def call_function(xfn, args: tuple, kwargs: dict, static: tuple, leaves: list, i
     with _staged_lock:
         staged = _staged.get(compiled)
         if staged is None:
-            staged = _staged[compiled] = StagedProgram(compiled, _flat_function(xfn, static, in_tree), xfn)
+            staged = _staged[compiled] = StagedProgram(compiled, xfn.flat_function(static, in_tree), xfn)
     return jax.tree_util.tree_unflatten(compiled._traced.out_tree, staged(*_as_operands(compiled, leaves)))
 
 
@@ -114,23 +114,6 @@ def call_compiled(compiled, leaves: list) -> object:
         if staged is None:
             staged = _staged[compiled] = StagedProgram(compiled, None, None)
     return jax.tree_util.tree_unflatten(compiled._traced.out_tree, staged(*_as_operands(compiled, leaves)))
-
-
-def _flat_function(xfn, static: tuple, in_tree) -> Callable:
-    """`xfn.fn` as a function of the flat dynamic leaves returning its flat outputs, with
-    the static arguments put back where they were."""
-    static_positions, static_kwargs = static
-
-    def flat(*leaves):
-        dyn_args, dyn_kwargs = jax.tree_util.tree_unflatten(in_tree, leaves)
-        args, dyn = [], iter(dyn_args)
-        positions = dict(static_positions)
-        for i in range(len(dyn_args) + len(positions)):
-            args.append(positions[i] if i in positions else next(dyn))
-        return jax.tree_util.tree_leaves(xfn.fn(*args, **dyn_kwargs, **dict(static_kwargs)))
-
-    flat.__name__ = xfn.__name__
-    return flat
 
 
 _staged: dict = {}       # Compiled -> StagedProgram (both live as long as the process: see ffi.Program)

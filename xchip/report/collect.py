@@ -44,6 +44,7 @@ class Program:
     rtol: float | None = None   # for the check against jax.jit (None: by dtype)
     atol: float | None = None
     seed: int = 0
+    jit_options: dict = field(default_factory=dict)    # opt_level, fast_math, precision for xchip.jit
 
     def concrete(self) -> "Program":
         import jax
@@ -62,7 +63,7 @@ class Program:
     def jit(self, target: str):
         import xchip
         return xchip.jit(self.fn, target=target, static_argnums=self.static_argnums,
-                         static_argnames=self.static_argnames)
+                         static_argnames=self.static_argnames, **self.jit_options)
 
 
 @dataclass
