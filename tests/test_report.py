@@ -275,3 +275,16 @@ def test_compiled_report_of_a_function_with_pytrees_and_statics(tmp_path):
     assert cpu["check"]["ok"] and cpu["time"]["source"] == "measured"
     assert data["programs"][0]["arguments"] == ["f32[8]", "f32[16,8]", "f32[4,16]"]
     assert any("tanh" in k["ops"] for k in cpu["kernels"])       # the static argument chose tanh
+
+
+@pytest.mark.slow
+def test_the_transformer_report_across_six_targets_renders(tmp_path):
+    """What docs/report-transformer.png shows (`xchip report --example transformer`)."""
+    assert cli_main(["report", "--example", "transformer", "--out", str(tmp_path)]) == 0
+    data = report.load(tmp_path / "report.json")
+    report.validate(data)
+    assert len(data["programs"][0]["targets"]) == 6
+    got = render_in_chromium(tmp_path / "report.html", tmp_path)
+    assert got["console_errors"] == [] and got["plots"] is not None
+    drawn, total = got["plots"]
+    assert drawn == total >= 5      # time per target, and cpu, a800, h800, h20 rooflines
