@@ -1,7 +1,8 @@
 """Per-call overhead of the ways to run a small function from JAX: plain `jax.jit` on
 XLA:CPU, an xchip function inside `jax.jit` through the native FFI trampoline, the same
-through `jax.pure_callback` (the route for outer programs not on the CPU backend), and
-xchip's own eager call. Every number is measured on the machine that runs this script.
+through `jax.pure_callback` (the route for outer programs not on the CPU backend), plain
+`jax.jit` on the xchip platform (the PJRT plugin, registered by this script), and xchip's
+own eager call. Every number is measured on the machine that runs this script.
 
     python -m benchmarks.jax_overhead                      # affine16 and mlp, all routes
     python -m benchmarks.jax_overhead --calls 5000 --only affine16 --json out/jax-overhead.json
@@ -14,8 +15,8 @@ result) with the garbage collector off. Each call's result is checked against pl
 `jax.jit`'s median (the overhead). Inputs to the `jax.jit` routes are placed once with
 `jax.device_put`; the eager route gets numpy arrays (what it converts to anyway).
 
-A route is a function `route(fn, args) -> callable` below (`ROUTES`): a new route (the
-xchip PJRT plugin, say) is one more function there.
+A route is a function `route(fn, args) -> callable` below (`ROUTES`), with the platform
+its inputs are placed on (`PLATFORM`).
 """
 
 from __future__ import annotations
@@ -88,13 +89,21 @@ def xchip_eager(fn, args):
     return xchip.jit(fn)
 
 
+def xchip_plugin(fn, args):
+    """Plain jax.jit on the xchip platform (the PJRT plugin; inputs placed on the xchip
+    device): JAX's dispatch, xchip's compile and kernels."""
+    return jax.jit(fn)
+
+
 ROUTES: dict[str, Callable] = {
     "xla": xla_jit,
     "xchip-ffi": xchip_ffi,
     "xchip-callback": xchip_callback,
+    "xchip-plugin": xchip_plugin,
     "xchip-eager": xchip_eager,
 }
-JAX_ROUTES = {"xla", "xchip-ffi", "xchip-callback"}    # those that get device_put inputs
+# where each JAX route's inputs are placed once (the eager route takes numpy arrays)
+PLATFORM = {"xla": "cpu", "xchip-ffi": "cpu", "xchip-callback": "cpu", "xchip-plugin": "xchip"}
 
 
 def _block(out) -> None:
@@ -105,7 +114,7 @@ def _block(out) -> None:
 
 def time_route(route: str, fn, args, *, warmup: int, calls: int, want) -> dict:
     call = ROUTES[route](fn, args)
-    inputs = jax.device_put(args) if route in JAX_ROUTES else args
+    inputs = jax.device_put(args, jax.devices(PLATFORM[route])[0]) if route in PLATFORM else args
     got = call(*inputs)
     _block(got)
     for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
@@ -143,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown route or workload: {', '.join(unknown)}; routes: {', '.join(ROUTES)}; "
                      f"workloads: {', '.join(WORKLOADS)}")
     import os
+    if "xchip-plugin" in routes:
+        from xchip.pjrt.plugin import register
+        register()     # before JAX creates its backends (nothing above has touched a device)
     env = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or
            platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
            "jax": jax.__version__, "jaxlib": _jaxlib_version(),

@@ -44,6 +44,13 @@ def target_capabilities(target: str):
     return targets.capabilities_of(target)
 
 
+def pass_options(target: str, *, opt_level: str = "O2", fast_math: bool = False, precision: str | None = None,
+                 debug: bool = False, **more) -> PassOptions:
+    """The pass pipeline's options for `target`, as `jit` takes them (its defaults too)."""
+    return PassOptions(level=opt_level, fast_math=fast_math, precision=precision, debug=debug,
+                       capabilities=target_capabilities(target), **more)
+
+
 def run(graph: Graph, *arrays, target: str = "cpu") -> list[np.ndarray]:
     """Run an xchip graph, as it is, on the numpy reference executor (the oracle every
     backend is tested against) with numpy (or array-like) inputs."""
@@ -378,8 +385,7 @@ def jit(fn: Callable | None = None, *, target: str = "cpu", static_argnums: int 
         return functools.partial(jit, target=target, static_argnums=static_argnums, static_argnames=static_argnames,
                                  opt_level=opt_level, fast_math=fast_math, precision=precision, debug=debug,
                                  autotune=autotune)
-    options = PassOptions(level=opt_level, fast_math=fast_math, precision=precision, debug=debug,
-                          capabilities=target_capabilities(target))
+    options = pass_options(target, opt_level=opt_level, fast_math=fast_math, precision=precision, debug=debug)
     return XchipFunction(fn, target=target, static_argnums=static_argnums, static_argnames=static_argnames,
                          options=options, autotune=_budget(autotune))
 

@@ -77,7 +77,7 @@ def _cmd_compile(ns: argparse.Namespace) -> int:
     from .kernels import format_kernel_table
     from .numerics import compare
 
-    from .passes import PassOptions, format_stats
+    from .passes import format_stats
     from .targets import format_estimate
 
     if sys.argv and sys.argv[0]:
@@ -88,8 +88,8 @@ def _cmd_compile(ns: argparse.Namespace) -> int:
     specs = [jax.ShapeDtypeStruct(t.shape, t.dtype.numpy) for t in types]
     status = 0
     for target in ns.target.split(","):
-        options = PassOptions(level=ns.opt_level, fast_math=ns.fast_math, precision=ns.precision, debug=ns.debug,
-                              print_after=tuple(ns.print_after), capabilities=api.target_capabilities(target))
+        options = api.pass_options(target, opt_level=ns.opt_level, fast_math=ns.fast_math, precision=ns.precision,
+                                   debug=ns.debug, print_after=tuple(ns.print_after))
         lowered = api.XchipFunction(fn, target=target, static_argnums=(), static_argnames=(),
                                     options=options).lower(*specs)
         compiled = lowered.compile()
