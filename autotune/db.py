@@ -305,6 +305,11 @@ class TuningDB:
         rows = self._select(key, target, versions, source, "AND status = 'ok' ORDER BY median_s, id LIMIT 1")
         return rows[0] if rows else None
 
+    def history(self, key: KernelKey, target: str, versions: str, source: str = "measured") -> list[Record]:
+        """Every config tried for this kernel, in the order first tried (a config measured
+        again keeps its place, with its latest result): a search's convergence."""
+        return self._select(key, target, versions, source, "ORDER BY id")
+
     def tried(self, key: KernelKey, target: str, versions: str, source: str = "measured") -> set[str]:
         """The `config_key`s of every config already tried, including failed and wrong ones."""
         return {r.config_key for r in self._select(key, target, versions, source, "")}

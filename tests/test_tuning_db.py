@@ -249,3 +249,17 @@ def test_cli_errors_are_clear(tmp_path, capsys, argv, message):
     fill = {"tmp": str(tmp_path), "db": str(tmp_path / "t.db")}
     assert main([a.format(**fill) for a in argv]) == 2
     assert message.format(**fill) in capsys.readouterr().err
+
+
+def test_history_keeps_the_order_first_tried_when_a_config_is_measured_again(tmp_path):
+    # the tuner re-measures the default and the best configs at the end of a search: they
+    # must keep their place in the search's history (the report's convergence curve)
+    db = TuningDB(tmp_path / "t.db")
+    for i, seconds in enumerate([5e-3, 4e-3, 6e-3]):
+        db.record(KEY, "h", "v", {"tile": i}, Stats(seconds, seconds, 3))
+    db.record(KEY, "h", "v", {"tile": 1}, Stats(3e-3, 3e-3, 3))      # measured again
+    db.record(KEY, "h", "v", {"tile": 3}, None, status="failed", reason="does not build")
+    history = db.history(KEY, "h", "v")
+    assert [r.config["tile"] for r in history] == [0, 1, 2, 3]
+    assert [r.stats.median_s if r.stats else None for r in history] == [5e-3, 3e-3, 6e-3, None]
+    assert db.history(KEY, "other", "v") == []

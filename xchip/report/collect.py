@@ -247,8 +247,9 @@ def _furthest(kernels: list[dict]) -> dict | None:
 
 
 def _tuning_history(groups, target_name: str) -> list[dict]:
-    """Per kernel, its measured trials in the order they ran (the database's records of it on
-    this host with this toolchain): what a convergence curve is drawn from."""
+    """Per kernel, its measured trials in the order first tried (the database's history of
+    it on this host with this toolchain): what a convergence curve is drawn from. Groups
+    that are the same kernel (same structure, shapes and dtypes) share one history."""
     if target_name != "cpu":
         return []      # other targets are tuned by the cost model: an exhaustive ranking, not a search
     from ..autotune.db import TuningDB, default_path
@@ -258,14 +259,15 @@ def _tuning_history(groups, target_name: str) -> list[dict]:
         return []
     db = TuningDB(create=False)
     sku, versions = host_identity()
-    out = []
+    names: dict = {}
     for group in groups:
-        records = db.records(kernel_key(group), sku, versions, source="measured", xchip_version=db.xchip_version)
-        if not records:
-            continue
-        records.sort(key=lambda r: r.created)
-        out.append({"kernel": group.name, "source": "measured",
-                    "trials": [r.stats.median_s if r.status == "ok" and r.stats else None for r in records]})
+        names.setdefault(kernel_key(group), []).append(group.name)
+    out = []
+    for key, same in names.items():
+        records = db.history(key, sku, versions, source="measured")
+        if records:
+            out.append({"kernel": " = ".join(same), "source": "measured",
+                        "trials": [r.stats.median_s if r.status == "ok" and r.stats else None for r in records]})
     return out
 
 
