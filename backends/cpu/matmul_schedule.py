@@ -533,6 +533,14 @@ def _canonicalize(sch, dims, shape: MatmulShape) -> MatmulShape:
             sch.transform_block_layout(e, _index_map(group_map(groups[:3]), len(spatial), idx_dtype))
         except _ERRORS:
             pass
+    # The product's own buffer, when an epilogue reads it, in the fused layout as well: a tile
+    # of fused rows that crosses a row of the unfused layout (rows 8-11 of [2, 10]) covers a
+    # non-rectangular region there, and the epilogue computed at the tile would take the
+    # bounding box: rows no tile has computed yet.
+    written = sch.get(blk).writes[0].source
+    if written.name not in _output_buffers(sch) and len(written.shape) == len(spatial) and len(spatial) > sum(
+            1 for g in groups[:3] if g):
+        sch.transform_layout(blk, ("write", 0), _index_map(group_map(groups[:3]), len(spatial), idx_dtype))
     return MatmulShape(*[(math.prod(g),) if g else () for g in groups], shape.acc)
 
 
