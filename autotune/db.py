@@ -150,6 +150,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def default_path() -> Path:
+    """$XCHIP_TUNING_DB, else tuning.db in xchip's cache folder ($XCHIP_CACHE_DIR, default
+    ~/.cache/xchip)."""
+    if os.environ.get("XCHIP_TUNING_DB"):
+        return Path(os.environ["XCHIP_TUNING_DB"])
     from xchip.targets.host import cache_dir     # imported here: it pulls in the target tables
     return cache_dir() / "tuning.db"
 

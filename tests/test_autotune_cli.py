@@ -20,7 +20,8 @@ def test_budget_is_trials_or_time():
 
 
 def test_autotune_prints_default_and_tuned_per_kernel(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     assert main(["autotune", "examples/mlp.py:dense_gelu", "--args", "f32[8,32],f32[32,64],f32[64]",
                  "--budget", "2"]) == 0
     out = capsys.readouterr()
@@ -30,7 +31,8 @@ def test_autotune_prints_default_and_tuned_per_kernel(tmp_path, capsys, monkeypa
 
 
 def test_absent_targets_are_tuned_by_the_model_and_say_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     assert main(["autotune", "examples/mlp.py:dense_gelu", "--args", "f32[256,512],f32[512,1024],f32[1024]",
                  "--target", "h800,h20"]) == 0
     out = capsys.readouterr()
@@ -41,8 +43,10 @@ def test_absent_targets_are_tuned_by_the_model_and_say_so(tmp_path, capsys, monk
     assert "cost model only" in out.err
 
 
+@pytest.mark.slow   # 50 s of real trials; resumption is also covered by test_autotune_tune in the default run
 def test_progress_bar_and_lines(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     args = ["autotune", "examples/mlp.py:dense_gelu", "--args", "f32[8,32],f32[32,64],f32[64]", "--budget", "2"]
     assert main(args + ["--progress", "bar"]) == 0
     err = capsys.readouterr().err
@@ -53,7 +57,8 @@ def test_progress_bar_and_lines(tmp_path, capsys, monkeypatch):
 
 
 def test_autotune_refuses_unknown_kernels(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     assert main(["autotune", "examples/mlp.py:dense_gelu", "--args", "f32[8,32],f32[32,64],f32[64]",
                  "--kernels", "matmul_7"]) == 2
     assert "no kernel matmul_7" in capsys.readouterr().err

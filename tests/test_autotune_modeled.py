@@ -64,7 +64,8 @@ def test_a_target_without_the_numbers_stores_nothing_and_says_why(tmp_path):
 
 
 def test_estimates_use_the_stored_modeled_tiles(tmp_path, monkeypatch):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     low = _gemm("h20", 2048, 512, 2048)
     before = low.compile().estimate()
     assert not any("tuning database" in n for n in before.notes)

@@ -20,7 +20,8 @@ def _dense(x, w, b):
 
 @pytest.fixture
 def lowered(tmp_path, monkeypatch):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     rng = np.random.default_rng()
     args = (rng.standard_normal((40, 64)).astype(np.float32), rng.standard_normal((64, 48)).astype(np.float32),
             rng.standard_normal(48).astype(np.float32))
@@ -70,7 +71,8 @@ def test_a_damaged_database_warns_and_compiles_with_defaults(lowered, tmp_path):
 
 
 def test_jit_autotune_tunes_a_miss_once_and_a_hit_costs_no_tuning(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("XCHIP_CACHE_DIR", str(tmp_path))
+    # a database of its own; the kernel cache and the host measurement stay shared
+    monkeypatch.setenv("XCHIP_TUNING_DB", str(tmp_path / "tuning.db"))
     rng = np.random.default_rng()
     args = (rng.standard_normal((24, 40)).astype(np.float32), rng.standard_normal((40, 56)).astype(np.float32),
             rng.standard_normal(56).astype(np.float32))

@@ -155,7 +155,7 @@ def test_a_config_that_does_not_apply_falls_back_to_the_default_schedule(rng):
     np.testing.assert_allclose(program([x])[0], np.tanh(x) * 2.0, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,dtype", [("transformer", "f32"), ("scan_rnn", "bf16")])
+@pytest.mark.parametrize("name,dtype", [("scan_rnn", "bf16")])   # a loop, a dtype DLPack cannot take as is
 def test_profile_times_every_kernel_and_leaves_the_program_intact(rng, name, dtype):
     ex = EXAMPLES[name]
     args = ex.make_args(rng, dtype)

@@ -18,7 +18,6 @@ import pytest
 
 from examples.registry import get
 from xchip import report
-from xchip.autotune import db as db_module
 from xchip.autotune.db import Stats, TuningDB
 from xchip.autotune.tune import host_identity, kernel_key
 from xchip.cli import main as cli_main
@@ -46,7 +45,7 @@ def mlp_report(tmp_path_factory):
     path = tmp_path_factory.mktemp("db") / "tuning.db"
     sku, versions = host_identity()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(db_module, "default_path", lambda: path)
+        mp.setenv("XCHIP_TUNING_DB", str(path))
         db = TuningDB()
         for config, seconds in zip(configs, TRIAL_TIMES):
             stats = Stats(seconds, seconds, 5) if seconds else None
