@@ -60,16 +60,14 @@ class Program:
         args, kwargs = jax.tree_util.tree_map(leaf, (self.args, self.kwargs))
         return dataclasses.replace(self, args=tuple(args), kwargs=kwargs)
 
+    def dynamic(self) -> tuple:
+        """(args, kwargs) without the static arguments: what the compiled program takes."""
+        return self.jit("cpu")._statics(self.args, self.kwargs)[:2]
+
     def jit(self, target: str):
         import xchip
         return xchip.jit(self.fn, target=target, static_argnums=self.static_argnums,
                          static_argnames=self.static_argnames, **self.jit_options)
-
-
-@dataclass
-class _Context:
-    progress: Callable[[str], None]
-    measured_on: dict = field(default_factory=dict)
 
 
 def collect(programs: Iterable[Program], target_names: Iterable[str], *,
@@ -79,23 +77,24 @@ def collect(programs: Iterable[Program], target_names: Iterable[str], *,
     from .. import targets
 
     names = [targets.resolve_name(t) for t in target_names]
-    ctx = _Context(progress or (lambda _: None))
-    ctx.measured_on = _host_identity()
     out = {"schema": SCHEMA_ID, "created": _now(), "environment": _environment(), "programs": []}
+    host = targets.get("cpu")
+    measured_on = {"device": f"{host.full_name} ({host.host.logical_cpus} logical CPUs, {host.isa})",
+                   "date": out["created"], "versions": out["environment"]}
     for p in programs:
         p = p.concrete()
-        dynamic = p.jit("cpu")._statics(p.args, p.kwargs)[:2]
-        entry = {"name": p.name, "source": p.source, "arguments": _argument_types(dynamic), "targets": []}
+        entry = {"name": p.name, "source": p.source, "arguments": _argument_types(p.dynamic()), "targets": []}
         for name in names:
-            ctx.progress(f"{p.name} on {name}")
-            entry["targets"].append(_target_entry(p, name, ctx))
+            if progress:
+                progress(f"{p.name} on {name}")
+            entry["targets"].append(_target_entry(p, name, measured_on))
         out["programs"].append(entry)
     return out
 
 
 # ---- one program on one target ------------------------------------------------------------
 
-def _target_entry(p: Program, name: str, ctx: _Context) -> dict:
+def _target_entry(p: Program, name: str, measured_on: dict) -> dict:
     from .. import targets
 
     target = targets.get(name)
@@ -104,7 +103,7 @@ def _target_entry(p: Program, name: str, ctx: _Context) -> dict:
     entry = {"target": name, "full_name": target.full_name, "vendor": target.vendor, "arch": target.arch_label,
              "verification_level": compiled.verification_level, "peaks": peaks(target), "notes": []}
     if compiled.runner == "compiled":
-        kernels, whole, check = _measure_on_host(p, compiled, target, ctx)
+        kernels, whole, check = _measure_on_host(p, compiled, target, measured_on)
         entry.update(runs_on="host CPU: TVM/LLVM kernels (measured here)", check=check)
     else:
         kernels = _modeled_kernels(compiled, target, entry["notes"])
@@ -144,13 +143,12 @@ def _kernel_entry(group, record, target, seconds: float | None, source: str, low
     }
 
 
-def _measure_on_host(p: Program, compiled, target, ctx: _Context):
+def _measure_on_host(p: Program, compiled, target, measured_on: dict):
     import jax
 
     from ..numerics import compare
 
-    fn = p.jit("cpu")
-    flat = compiled._flat_inputs(jax.tree_util.tree_leaves(fn._statics(p.args, p.kwargs)[:2]))
+    flat = compiled._flat_inputs(jax.tree_util.tree_leaves(p.dynamic()))
     program = compiled._program
     times = program.profile(flat)
     kernels = []
@@ -167,7 +165,7 @@ def _measure_on_host(p: Program, compiled, target, ctx: _Context):
         program(flat)
         samples.append(time.perf_counter() - t0)
     whole = {"seconds": statistics.median(samples), "source": "measured", "lower_bound": False,
-             "repeats": len(samples), "spread": _spread(samples), "measured_on": ctx.measured_on}
+             "repeats": len(samples), "spread": _spread(samples), "measured_on": measured_on}
     got = jax.tree_util.tree_leaves(compiled._call_flat(flat))
     want = jax.tree_util.tree_leaves(jax.jit(p.fn, static_argnums=p.static_argnums,
                                              static_argnames=p.static_argnames)(*p.args, **p.kwargs))
@@ -291,13 +289,6 @@ def _argument_types(args) -> list[str]:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _host_identity() -> dict:
-    from .. import targets
-    host = targets.get("cpu")
-    return {"device": f"{host.full_name} ({host.host.logical_cpus} logical CPUs, {host.isa})",
-            "date": _now(), "versions": _environment()}
 
 
 def _environment() -> dict:

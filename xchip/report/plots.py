@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import itertools
 
+import numpy as np
+
 from ..targets.estimate import format_seconds
 
 KIND_COLORS = {"matmul": "#1f77b4", "conv": "#9467bd", "attention": "#d62728", "reduction": "#2ca02c",
@@ -80,7 +82,6 @@ def roofline(target: dict) -> tuple[str | None, str | None]:
     fig, ax = _figure(7.5, 4.6)
     intensities = [k["flops"] / k["bytes"] for k in points]
     lo, hi = min(intensities + [0.1]) / 3, max(intensities + [1e3]) * 3
-    import numpy as np
     x = np.geomspace(lo, hi, 200)
     for i, (name, tflops) in enumerate(sorted(roofs.items(), key=lambda kv: -kv[1])):
         y = np.minimum(tflops, x * bw / 1e3)
